@@ -1,0 +1,123 @@
+# tidegate - one GNU Makefile. Objects go to build/<variant>/.
+#   make run     install what is missing, build (release), run on 127.0.0.1:8080
+#   make test    install what is missing, build, run every test (unit, integration,
+#                integration again under ASan+UBSan, a short fuzz run of every target)
+#   make fuzz    long fuzz runs (FUZZ_SECONDS each)
+#   make bench   benchmarks against peers (bench/)
+#   make format  clang-format the sources
+
+VARIANT ?= release
+BUILD   := build/$(VARIANT)
+LLHTTP  := /usr/share/llhttp
+PY      := /usr/bin/python3
+
+ifeq ($(VARIANT),fuzz)
+CC      := clang
+endif
+CC      ?= gcc
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
+ifneq ($(CI),)
+WARN    += -Werror
+endif
+BASE    := -std=c11 -D_GNU_SOURCE -pthread -Isrc -Iinclude -I/usr/share/include/llhttp -MMD -MP
+
+CFLAGS_release := -O2 -g
+CFLAGS_debug   := -O0 -g -DTG_DEBUG
+CFLAGS_asan    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                  -fno-sanitize-recover=undefined -DTG_DEBUG
+CFLAGS_fuzz    := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+                  -fno-sanitize-recover=undefined -DTG_DEBUG -DTG_FUZZ
+LDFLAGS_asan   := -fsanitize=address,undefined
+LDFLAGS_fuzz   := -fsanitize=fuzzer,address,undefined
+
+CFLAGS  := $(BASE) $(CFLAGS_$(VARIANT)) $(EXTRA_CFLAGS)
+LDFLAGS := -pthread $(LDFLAGS_$(VARIANT))
+LIBS    :=
+
+SRC      := $(shell find src -name '*.c' ! -path src/app/main.c | sort)
+OBJ      := $(SRC:%.c=$(BUILD)/%.o)
+LLHTTP_O := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
+LIB      := $(BUILD)/libtidegate.a
+BIN      := $(BUILD)/tidegate
+UNIT_SRC := $(shell find tests/unit -name 'test_*.c' | sort)
+UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
+
+FUZZ_SECONDS ?= 600
+FUZZ_SHORT   ?= 20
+
+.PHONY: all build run test unit integration integration-asan fuzz fuzz-short bench format \
+        deps deps-test clean
+all: build
+build: $(BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) -c $< -o $@
+
+# llhttp's generated C fails only -Wunused-parameter: its own, milder flags.
+$(BUILD)/llhttp/%.o: $(LLHTTP)/%.c
+	@mkdir -p $(@D)
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -O2 -Wall -Wextra -Wno-unused-parameter -c $< -o $@
+
+$(LIB): $(OBJ) $(LLHTTP_O)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/src/app/main.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) -Wno-unused-parameter $< $(LIB) $(LDFLAGS) $(LIBS) -lcmocka -o $@
+
+build/fuzz/%: fuzz/%.c
+	$(MAKE) --no-print-directory VARIANT=fuzz build/fuzz/libtidegate.a
+	clang $(BASE) $(CFLAGS_fuzz) $(WARN) $< build/fuzz/libtidegate.a $(LDFLAGS_fuzz) $(LIBS) -o $@
+
+deps:
+	@bash scripts/deps.sh build
+deps-test:
+	@bash scripts/deps.sh test
+
+run: deps
+	@$(MAKE) --no-print-directory VARIANT=release build
+	exec build/release/tidegate $(ARGS)
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: $(BIN)
+	TIDEGATE_BIN=$(abspath $(BIN)) $(PY) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+fuzz-short: $(FUZZ_BIN)
+	@set -e; for f in $(FUZZ_BIN); do n=$${f#build/fuzz/fuzz_}; mkdir -p build/fuzz/corpus/$$n; \
+	  echo "== $$f ($(FUZZ_SHORT) s)"; \
+	  $$f -max_total_time=$(FUZZ_SHORT) -print_final_stats=1 $$(test -f fuzz/$$n.dict && echo -dict=fuzz/$$n.dict) \
+	    build/fuzz/corpus/$$n fuzz/corpus/$$n 2>&1 | tail -n 12; test $${PIPESTATUS[0]} -eq 0; done
+
+fuzz: $(FUZZ_BIN)
+	@$(MAKE) --no-print-directory fuzz-short FUZZ_SHORT=$(FUZZ_SECONDS)
+
+# Every test: unit tests under ASan+UBSan, the integration suite on the release
+# build and again on the sanitized build, then every fuzz target briefly.
+test: deps-test
+	@$(MAKE) --no-print-directory VARIANT=asan unit
+	@$(MAKE) --no-print-directory VARIANT=release integration
+	@$(MAKE) --no-print-directory VARIANT=asan integration
+	@$(MAKE) --no-print-directory fuzz-short
+
+bench:
+	@bash scripts/deps.sh bench
+	@$(MAKE) --no-print-directory VARIANT=release build
+	bash bench/http.sh
+
+format:
+	clang-format -i $$(find src tests fuzz tools bench -name '*.[ch]')
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tidegate needs, only those missing.
+#   scripts/deps.sh build   compiler and libraries (make run)
+#   scripts/deps.sh test    build + test clients, fuzzer runtime (make test)
+#   scripts/deps.sh bench   build + load tools and peers (make bench)
+set -euo pipefail
+
+build=(gcc make pkg-config node-llhttp libssl-dev zlib1g-dev liblz4-dev libxxhash-dev
+       libc-ares-dev libhiredis-dev)
+test=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-websockets
+      python3-aiohttp python3-redis redis-server curl procps)
+bench=(wrk nginx redis-server gnuplot procps)
+
+want=("${build[@]}")
+case "${1:-build}" in
+  build) ;;
+  test)  want+=("${test[@]}") ;;
+  bench) want+=("${bench[@]}") ;;
+  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,320 @@
+/* core/loop.c - the IO loop's iteration, its thread, adoption of sockets and
+ * the orderly stop. See loop.h. */
+#include "core/loop.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/conn.h"
+#include "core/log.h"
+
+#define CHUNKS_KEPT 64 /* free IO chunks a loop keeps: 1 MiB */
+
+typedef struct fd_mail {
+    tg_mail_t         mail;
+    int               fd;
+    const tg_proto_t *proto;
+} fd_mail_t;
+
+uint64_t tg_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void on_mbox_io(tg_watch_t *w, uint32_t events)
+{
+    (void)w; /* the iteration drains the mailbox after every wait */
+    (void)events;
+}
+
+int tg_loop_init(tg_loop_t *loop, int id)
+{
+    memset(loop, 0, sizeof(*loop));
+    TG_ASSERT(id >= 0 && id < TG_LOOP_MAX);
+    loop->id = id;
+    loop->mbox.efd = -1;
+    loop->drain_ms = 60000;
+    loop->now_ms = tg_clock_ms();
+    tg_wheel_init(&loop->wheel, loop->now_ms);
+    tg_pool_init(&loop->chunks, TG_CHUNK_SIZE, CHUNKS_KEPT);
+    tg_list_init(&loop->dirty);
+    tg_list_init(&loop->closed);
+    tg_list_init(&loop->slab.free);
+    int err;
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd == -1)
+        return -errno;
+    if ((err = tg_mbox_init(&loop->mbox)) != 0)
+        goto fail;
+    loop->rbuf = malloc(TG_READ_SIZE);
+    if (!loop->rbuf) {
+        err = -ENOMEM;
+        goto fail;
+    }
+    loop->mbox_watch.fd = loop->mbox.efd;
+    loop->mbox_watch.cb = on_mbox_io;
+    if ((err = tg_loop_watch(loop, &loop->mbox_watch, EPOLLIN)) != 0)
+        goto fail;
+    return 0;
+fail:
+    free(loop->rbuf);
+    loop->rbuf = NULL;
+    tg_mbox_fini(&loop->mbox);
+    close(loop->epfd);
+    loop->epfd = -1;
+    return err;
+}
+
+static void close_one(tg_conn_t *c, void *arg)
+{
+    (void)arg;
+    tg_conn_close(c, TG_CONN_SHUTDOWN);
+}
+
+/* Connections in DRAINING or LINGER are not OPEN: close those too. */
+static void close_everything(tg_loop_t *loop)
+{
+    tg_loop_each_conn(loop, close_one, NULL);
+    for (uint32_t i = 0; i < loop->slab.nchunks; i++)
+        for (int j = 0; j < TG_SLAB_CHUNK; j++) {
+            tg_conn_t *c = &loop->slab.chunks[i][j];
+            if (c->state == TG_CONN_DRAINING || c->state == TG_CONN_LINGER)
+                tg_conn_close(c, c->reason);
+        }
+}
+
+void tg_loop_fini(tg_loop_t *loop)
+{
+    if (loop->epfd == -1)
+        return;
+    /* Mail still queued (sockets handed over, work done) is handled first, so
+     * that whatever it owns is released through its usual path. */
+    while (tg_mbox_drain(&loop->mbox, TG_LOOP_MAIL, loop) > 0)
+        ;
+    close_everything(loop);
+    tg_conn__free_closed(loop);
+    tg_conn__slab_fini(loop);
+    tg_pool_fini(&loop->chunks);
+    tg_mbox_fini(&loop->mbox);
+    close(loop->epfd);
+    loop->epfd = -1;
+    free(loop->rbuf);
+    loop->rbuf = NULL;
+}
+
+int tg_loop_watch(tg_loop_t *loop, tg_watch_t *w, uint32_t events)
+{
+    struct epoll_event ev = { .events = events, .data.ptr = w };
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, w->fd, &ev) == -1)
+        return -errno;
+    w->events = events;
+    return 0;
+}
+
+int tg_loop_rewatch(tg_loop_t *loop, tg_watch_t *w, uint32_t events)
+{
+    struct epoll_event ev = { .events = events, .data.ptr = w };
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, w->fd, &ev) == -1)
+        return -errno;
+    w->events = events;
+    return 0;
+}
+
+void tg_loop_unwatch(tg_loop_t *loop, tg_watch_t *w)
+{
+    (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    w->events = 0;
+}
+
+/* ---- adoption ---- */
+
+tg_conn_t *tg_loop_adopt(tg_loop_t *loop, int fd, const tg_proto_t *proto)
+{
+    tg_conn_t *c = tg_conn__new(loop, fd);
+    if (!c) {
+        tg_counter_add(&loop->stats.nomem, 1);
+        close(fd);
+        return NULL;
+    }
+    c->proto = proto;
+    /* Responses and pushes are written whole, in one call per iteration:
+     * Nagle would only delay them. Fails harmlessly on non-TCP sockets. */
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    tg_counter_add(&loop->stats.live, 1);
+    tg_counter_add(&loop->stats.accepted, 1);
+    if (tg_loop_watch(loop, &c->w, EPOLLIN) != 0) {
+        tg_conn_close(c, TG_CONN_IOERR);
+        return NULL;
+    }
+    if (proto->on_open && proto->on_open(c) != 0) {
+        tg_counter_add(&loop->stats.nomem, 1);
+        tg_conn_close(c, TG_CONN_NOMEM);
+        return NULL;
+    }
+    return c;
+}
+
+static void on_fd_mail(tg_mail_t *m, void *arg)
+{
+    tg_loop_t *loop = arg;
+    fd_mail_t *fm = tg_container_of(m, fd_mail_t, mail);
+    atomic_fetch_sub_explicit(&loop->inbound, 1, memory_order_relaxed);
+    if (loop->stopping || loop->epfd == -1 || loop->stop_asked)
+        close(fm->fd);
+    else
+        tg_loop_adopt(loop, fm->fd, fm->proto);
+    free(fm);
+}
+
+void tg_loop_post_fd(tg_loop_t *loop, int fd, const tg_proto_t *proto)
+{
+    fd_mail_t *fm = malloc(sizeof(*fm));
+    if (!fm) {
+        close(fd);
+        return;
+    }
+    fm->mail.cb = on_fd_mail;
+    fm->fd = fd;
+    fm->proto = proto;
+    atomic_fetch_add_explicit(&loop->inbound, 1, memory_order_relaxed);
+    tg_loop_post(loop, &fm->mail);
+}
+
+/* ---- stop ---- */
+
+static void stop_one(tg_conn_t *c, void *arg)
+{
+    (void)arg;
+    if (c->proto->on_stop)
+        c->proto->on_stop(c);
+    else
+        tg_conn_close(c, TG_CONN_SHUTDOWN);
+}
+
+static void on_stop_mail(tg_mail_t *m, void *arg)
+{
+    (void)m; /* embedded in the loop */
+    tg_loop_t *loop = arg;
+    loop->stop_deadline_ms = tg_clock_ms() + loop->stop_grace_ms;
+    loop->stopping = true;
+    if (loop->on_stop)
+        loop->on_stop(loop);
+    tg_loop_each_conn(loop, stop_one, NULL);
+}
+
+void tg_loop_stop(tg_loop_t *loop, uint32_t grace_ms)
+{
+    if (atomic_exchange(&loop->stop_asked, true))
+        return;
+    /* Written before the post; the mailbox orders it before the loop reads it. */
+    loop->stop_grace_ms = grace_ms;
+    loop->stop_mail.cb = on_stop_mail;
+    tg_loop_post(loop, &loop->stop_mail);
+}
+
+/* ---- iteration ---- */
+
+static void flush_dirty(tg_loop_t *loop)
+{
+    tg_link_t *l;
+    while ((l = tg_list_shift(&loop->dirty)) != NULL) {
+        tg_conn_t *c = tg_container_of(l, tg_conn_t, link);
+        c->dirty = false;
+        tg_conn__flush(c);
+    }
+}
+
+/* Returns false once the loop has stopped for good. */
+static bool iterate(tg_loop_t *loop, int max_wait_ms)
+{
+    struct epoll_event ev[TG_LOOP_EVENTS];
+
+    loop->now_ms = tg_clock_ms();
+    tg_wheel_run(&loop->wheel, loop->now_ms);
+    flush_dirty(loop); /* what timers wrote */
+
+    int wait_ms = tg_wheel_next_ms(&loop->wheel);
+    if (max_wait_ms >= 0 && (wait_ms < 0 || wait_ms > max_wait_ms))
+        wait_ms = max_wait_ms;
+    if (loop->stopping) {
+        int left = loop->stop_deadline_ms > loop->now_ms
+                       ? (int)(loop->stop_deadline_ms - loop->now_ms) : 0;
+        if (wait_ms < 0 || wait_ms > left)
+            wait_ms = left;
+    }
+    if (wait_ms != 0 && !tg_mbox_arm_sleep(&loop->mbox))
+        wait_ms = 0;
+    int n = epoll_wait(loop->epfd, ev, TG_LOOP_EVENTS, wait_ms);
+    bool mbox_ready = false;
+    if (n == -1)
+        n = 0; /* EINTR: a signal aimed at another thread; just go round */
+    tg_counter_add(&loop->stats.wakeups, 1);
+    loop->now_ms = tg_clock_ms();
+    for (int i = 0; i < n; i++) {
+        tg_watch_t *w = ev[i].data.ptr;
+        if (w == &loop->mbox_watch) {
+            mbox_ready = true;
+            continue;
+        }
+        w->cb(w, ev[i].events);
+    }
+    tg_mbox_woke(&loop->mbox, mbox_ready);
+    unsigned mails = tg_mbox_drain(&loop->mbox, TG_LOOP_MAIL, loop);
+    tg_counter_add(&loop->stats.mails, mails);
+    flush_dirty(loop);
+    tg_conn__free_closed(loop);
+
+    if (!loop->stopping)
+        return true;
+    if (tg_counter_get(&loop->stats.live) == 0 &&
+        atomic_load_explicit(&loop->inbound, memory_order_relaxed) == 0)
+        return false;
+    if (tg_clock_ms() >= loop->stop_deadline_ms) {
+        close_everything(loop);
+        tg_conn__free_closed(loop);
+        return false;
+    }
+    return true;
+}
+
+void tg_loop_run_once(tg_loop_t *loop, int max_wait_ms)
+{
+    (void)iterate(loop, max_wait_ms);
+}
+
+static void *loop_main(void *arg)
+{
+    tg_loop_t *loop = arg;
+    while (iterate(loop, -1))
+        ;
+    return NULL;
+}
+
+int tg_loop_start(tg_loop_t *loop)
+{
+    int rc = pthread_create(&loop->thread, NULL, loop_main, loop);
+    if (rc != 0)
+        return -rc;
+    loop->started = true;
+    char name[16];
+    snprintf(name, sizeof(name), "tg-io-%u", (unsigned)loop->id % 1000u);
+    pthread_setname_np(loop->thread, name);
+    return 0;
+}
+
+void tg_loop_join(tg_loop_t *loop)
+{
+    if (loop->started)
+        pthread_join(loop->thread, NULL);
+    loop->started = false;
+}
