@@ -52,6 +52,7 @@ typedef enum tg_conn_state {
  * thread; any of them may close the connection. */
 struct tg_proto {
     const char *name;
+    void       *ctx;  /* the protocol instance's context (a server), for callbacks */
     /* The connection was adopted. Return 0, or a negative errno to close it. */
     int  (*on_open)(tg_conn_t *c);
     /* <n> bytes arrived, lent until the call returns. */

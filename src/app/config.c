@@ -1,0 +1,231 @@
+/* app/config.c - see config.h. */
+#include "app/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define F(field) offsetof(tg_config_t, field), sizeof(((tg_config_t *)0)->field)
+#define DAY_MS   (24ull * 3600 * 1000)
+
+const tg_config_key_t tg_config_keys[] = {
+    { "listen", TG_CFG_STRING, F(listen), 0, 0, "127.0.0.1:8080",
+      "client listener, HOST:PORT or [V6]:PORT (port 0: any free port)" },
+    { "io_threads", TG_CFG_INT, F(io_threads), 0, TG_LOOP_MAX, "0",
+      "IO loops (epoll threads); 0 = one per core" },
+    { "workers", TG_CFG_INT, F(workers), 0, 256, "2", "worker threads for blocking work" },
+    { "reuseport", TG_CFG_BOOL, F(reuseport), 0, 1, "false",
+      "one SO_REUSEPORT listener per IO loop instead of an acceptor thread" },
+    { "backlog", TG_CFG_INT, F(backlog), 1, 1 << 20, "4096",
+      "listen() backlog (the kernel caps it at net.core.somaxconn)" },
+    { "log_level", TG_CFG_LOG_LEVEL, F(log_level), 0, 3, "info", "error, warn, info or debug" },
+    { "log_file", TG_CFG_STRING, F(log_file), 0, 0, "",
+      "append log lines to this file (reopened on SIGHUP); empty = stderr" },
+    { "shutdown_grace", TG_CFG_DURATION, F(shutdown_grace_ms), 0, 60000, "1500ms",
+      "on SIGTERM, how long requests in flight may take before connections are cut" },
+    { "http.max_uri", TG_CFG_SIZE, F(http.max_uri), 16, 1 << 20, "8k",
+      "longest request-target; longer gets 414" },
+    { "http.max_header_size", TG_CFG_SIZE, F(http.max_header_size), 64, 1 << 20, "16k",
+      "longest header section (request line and headers); longer gets 431" },
+    { "http.max_headers", TG_CFG_INT, F(http.max_headers), 1, 10000, "100",
+      "most header lines; more gets 431" },
+    { "http.max_body", TG_CFG_SIZE, F(http.max_body), 0, 1ull << 40, "1m",
+      "largest request body; larger gets 413" },
+    { "http.header_timeout", TG_CFG_DURATION, F(http.header_timeout_ms), 1, DAY_MS, "10s",
+      "from a request's first byte to the end of its headers; later gets 408" },
+    { "http.body_timeout", TG_CFG_DURATION, F(http.body_timeout_ms), 1, DAY_MS, "30s",
+      "from the end of the headers to the end of the body; later gets 408" },
+    { "http.keepalive_timeout", TG_CFG_DURATION, F(http.keepalive_timeout_ms), 1, DAY_MS, "75s",
+      "an idle keep-alive connection is closed after this" },
+    { "http.send_timeout", TG_CFG_DURATION, F(http.send_timeout_ms), 1, DAY_MS, "60s",
+      "a client that reads none of its pending output for this long is cut" },
+    { "http.max_output", TG_CFG_SIZE, F(http.max_out), 1024, 1 << 30, "256k",
+      "queued output per connection past which reading pauses (pipelining)" },
+    { NULL },
+};
+
+static int fail(char *err, size_t cap, const char *fmt, const char *a, const char *b)
+{
+    snprintf(err, cap, fmt, a, b);
+    return -EINVAL;
+}
+
+static const tg_config_key_t *find_key(const char *name)
+{
+    for (const tg_config_key_t *k = tg_config_keys; k->name; k++)
+        if (strcmp(k->name, name) == 0)
+            return k;
+    return NULL;
+}
+
+/* Whole-string unsigned number with an optional suffix from <units>. */
+static bool parse_scaled(const char *v, const char *const *units, const uint64_t *scale,
+                         bool unit_required, uint64_t *out)
+{
+    if (!isdigit((unsigned char)*v))
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno)
+        return false;
+    uint64_t mult = 1;
+    if (*end) {
+        int i = 0;
+        for (; units[i]; i++)
+            if (strcmp(end, units[i]) == 0)
+                break;
+        if (!units[i])
+            return false;
+        mult = scale[i];
+    } else if (unit_required) {
+        return false;
+    }
+    if (mult && n > UINT64_MAX / mult)
+        return false;
+    *out = n * mult;
+    return true;
+}
+
+static void store(void *field, size_t size, uint64_t v)
+{
+    if (size == sizeof(uint64_t))
+        *(uint64_t *)field = v;
+    else if (size == sizeof(uint32_t))
+        *(uint32_t *)field = (uint32_t)v;
+    else if (size == sizeof(bool))
+        *(bool *)field = v != 0;
+}
+
+int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *err, size_t cap)
+{
+    static const char *const size_units[] = { "k", "K", "m", "M", "g", "G", NULL };
+    static const uint64_t size_scale[] = { 1024, 1024, 1 << 20, 1 << 20, 1 << 30, 1 << 30 };
+    static const char *const time_units[] = { "ms", "s", "m", "h", NULL };
+    static const uint64_t time_scale[] = { 1, 1000, 60000, 3600000 };
+
+    const tg_config_key_t *k = find_key(key);
+    if (!k)
+        return fail(err, cap, "unknown key '%s'%s", key, "");
+    void *field = (char *)cfg + k->offset;
+    uint64_t v = 0;
+    const char *expect = NULL;
+    switch (k->type) {
+    case TG_CFG_STRING:
+        if (strlen(value) >= k->size)
+            return fail(err, cap, "'%s': value too long%s", key, "");
+        strcpy(field, value);
+        return 0;
+    case TG_CFG_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "on") == 0)
+            *(bool *)field = true;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+                 strcmp(value, "off") == 0)
+            *(bool *)field = false;
+        else
+            return fail(err, cap, "'%s' expects true or false, not '%s'", key, value);
+        return 0;
+    case TG_CFG_LOG_LEVEL: {
+        int lv = tg_log_level_parse(value);
+        if (lv < 0)
+            return fail(err, cap, "'%s' expects error, warn, info or debug, not '%s'", key,
+                        value);
+        *(int *)field = lv;
+        return 0;
+    }
+    case TG_CFG_INT:
+        expect = "a whole number";
+        if (!parse_scaled(value, (const char *const[]){ NULL }, NULL, false, &v))
+            return fail(err, cap, "'%s' expects a whole number, not '%s'", key, value);
+        break;
+    case TG_CFG_SIZE:
+        expect = "a size";
+        if (!parse_scaled(value, size_units, size_scale, false, &v))
+            return fail(err, cap, "'%s' expects a size such as 16k or 1m, not '%s'", key, value);
+        break;
+    case TG_CFG_DURATION:
+        expect = "a duration";
+        if (!parse_scaled(value, time_units, time_scale, true, &v))
+            return fail(err, cap, "'%s' expects a duration with a unit (ms, s, m, h) such as "
+                                  "10s, not '%s'", key, value);
+        break;
+    }
+    if (v < k->min || v > k->max) {
+        char range[96];
+        snprintf(range, sizeof(range), "%s between %llu and %llu", expect,
+                 (unsigned long long)k->min, (unsigned long long)k->max);
+        snprintf(err, cap, "'%s' expects %s%s, not '%s'", key, range,
+                 k->type == TG_CFG_DURATION ? " ms" : k->type == TG_CFG_SIZE ? " bytes" : "",
+                 value);
+        return -EINVAL;
+    }
+    if (k->type == TG_CFG_INT)
+        *(int *)field = (int)v;
+    else
+        store(field, k->size, v);
+    return 0;
+}
+
+void tg_config_defaults(tg_config_t *cfg)
+{
+    char err[256];
+    memset(cfg, 0, sizeof(*cfg));
+    tg_http_limits_default(&cfg->http); /* fields no key sets */
+    for (const tg_config_key_t *k = tg_config_keys; k->name; k++)
+        TG_ASSERT(tg_config_set(cfg, k->name, k->def, err, sizeof(err)) == 0);
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+int tg_config_load(tg_config_t *cfg, const char *path, char *err, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int e = errno;
+        snprintf(err, cap, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    char line[1024], msg[512];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, cap, "%s:%d: line too long", path, lineno);
+            rc = -EINVAL;
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (*s == '\0')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, cap, "%s:%d: expected 'key = value', got '%s'", path, lineno, s);
+            rc = -EINVAL;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *value = trim(eq + 1);
+        if (tg_config_set(cfg, key, value, msg, sizeof(msg)) != 0) {
+            snprintf(err, cap, "%s:%d: %s", path, lineno, msg);
+            rc = -EINVAL;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}

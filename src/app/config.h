@@ -1,0 +1,57 @@
+/* app/config.h - tidegate's settings: embedded defaults, then a config file,
+ * then command-line flags, each overriding the one before. One table lists
+ * every key with its type, bounds, default and a line of help: the parser, the
+ * defaults, --help and docs/configuration.md all read from it. Boot thread. */
+#ifndef TG_APP_CONFIG_H
+#define TG_APP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/http.h"
+
+typedef struct tg_config {
+    char             listen[128];
+    int              io_threads;    /* 0: one per core */
+    int              workers;
+    bool             reuseport;
+    int              backlog;
+    int              log_level;     /* tg_log_level_t */
+    char             log_file[256]; /* empty: stderr */
+    uint32_t         shutdown_grace_ms;
+    tg_http_limits_t http;
+} tg_config_t;
+
+typedef enum tg_config_type {
+    TG_CFG_STRING,
+    TG_CFG_INT,
+    TG_CFG_BOOL,
+    TG_CFG_SIZE,     /* bytes, with optional k or m (KiB, MiB) */
+    TG_CFG_DURATION, /* with a unit: ms, s, m, h */
+    TG_CFG_LOG_LEVEL,
+} tg_config_type_t;
+
+typedef struct tg_config_key {
+    const char      *name;
+    tg_config_type_t type;
+    size_t           offset;
+    size_t           size;  /* of the field */
+    uint64_t         min, max;
+    const char      *def;   /* default, as written in a file */
+    const char      *help;
+} tg_config_key_t;
+
+/* The table, NULL-name terminated. */
+extern const tg_config_key_t tg_config_keys[];
+
+/* Every key at its default. */
+void tg_config_defaults(tg_config_t *cfg);
+/* Sets <key> from its text form. Returns 0, or -EINVAL with a message in <err>
+ * ("unknown key", "expects a duration such as 10s", ...). */
+int  tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *err, size_t cap);
+/* Reads "key = value" lines ('#' comments, blank lines) from <path>. Returns 0,
+ * or -EINVAL / a negative errno with "PATH:LINE: message" in <err>. */
+int  tg_config_load(tg_config_t *cfg, const char *path, char *err, size_t cap);
+
+#endif

@@ -1,0 +1,197 @@
+/* app/server.c - wiring: config to loops, listeners, workers and the HTTP
+ * front, plus the built-in endpoints. */
+#include "app/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/sbuf.h"
+
+static bool path_is(const tg_http_req_t *r, const char *p)
+{
+    return r->path.len == strlen(p) && memcmp(r->path.p, p, r->path.len) == 0;
+}
+
+static void respond_text(tg_http_req_t *r, int status, const char *ctype, const char *extra,
+                         const char *text)
+{
+    tg_http_respond(r, status, ctype, extra, text, strlen(text));
+}
+
+static void handle(tg_http_req_t *r, void *arg)
+{
+    tg_server_t *s = arg;
+    bool get = r->head || strcmp(r->method, "GET") == 0;
+    bool known = path_is(r, "/healthz") || path_is(r, "/stats") || path_is(r, "/metrics");
+    if (!known) {
+        respond_text(r, 404, "text/plain", NULL, "404 Not Found\n");
+        return;
+    }
+    if (!get) {
+        respond_text(r, 405, "text/plain", "Allow: GET, HEAD\r\n", "405 Method Not Allowed\n");
+        return;
+    }
+    if (path_is(r, "/healthz")) {
+        respond_text(r, 200, "text/plain", NULL, "ok\n");
+        return;
+    }
+    tg_sbuf_t b = TG_SBUF_INIT;
+    const char *ctype;
+    if (path_is(r, "/stats")) {
+        tg_stats_json(s, &b);
+        ctype = "application/json";
+    } else {
+        tg_stats_prometheus(s, &b);
+        ctype = "text/plain; version=0.0.4";
+    }
+    if (b.failed)
+        respond_text(r, 503, "text/plain", NULL, "503 out of memory\n");
+    else
+        tg_http_respond(r, 200, ctype, NULL, b.p, b.len);
+    tg_sbuf_free(&b);
+}
+
+/* Reuseport mode: each loop closes its own listener when it stops. */
+static void close_own_listener(tg_loop_t *loop)
+{
+    tg_server_t *s = loop->app;
+    if (s->listeners)
+        tg_listener_close(&s->listeners[loop->id]);
+}
+
+static int open_listeners(tg_server_t *s, char *err, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (tg_addr_parse(s->cfg.listen, &ss, &len) != 0) {
+        snprintf(err, cap, "listen: cannot parse '%s' (HOST:PORT, [V6]:PORT or :PORT)",
+                 s->cfg.listen);
+        return -EINVAL;
+    }
+    int n = s->cfg.reuseport ? s->nloops : 1;
+    if (s->cfg.reuseport) {
+        s->listeners = calloc((size_t)n, sizeof(*s->listeners));
+        if (!s->listeners)
+            return -ENOMEM;
+        for (int i = 0; i < n; i++)
+            s->listeners[i].w.fd = -1;
+    }
+    for (int i = 0; i < n; i++) {
+        int fd = tg_listen_open(&ss, len, s->cfg.reuseport, s->cfg.backlog);
+        if (fd < 0) {
+            snprintf(err, cap, "listen %s: %s", s->cfg.listen, strerror(-fd));
+            return fd;
+        }
+        if (i == 0) {
+            /* Port 0 picks one port: the other listeners share it. */
+            tg_addr_local(fd, s->bound, sizeof(s->bound));
+            struct sockaddr_storage got;
+            socklen_t glen = sizeof(got);
+            if (getsockname(fd, (struct sockaddr *)&got, &glen) == 0) {
+                ss = got;
+                len = glen;
+            }
+        }
+        int rc = s->cfg.reuseport
+                     ? tg_listener_attach(&s->listeners[i], &s->loops[i], fd, &s->http.proto)
+                     : tg_acceptor_add(&s->acceptor, fd, &s->http.proto);
+        if (rc != 0) {
+            snprintf(err, cap, "listen %s: %s", s->cfg.listen, strerror(-rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int tg_server_start(tg_server_t *s, const tg_config_t *cfg, char *err, size_t cap)
+{
+    memset(s, 0, sizeof(*s));
+    s->cfg = *cfg;
+    s->acceptor.epfd = -1;
+    s->started_ms = tg_clock_ms();
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    s->nloops = cfg->io_threads > 0 ? cfg->io_threads : (cores > 0 ? (int)cores : 1);
+    if (s->nloops > TG_LOOP_MAX)
+        s->nloops = TG_LOOP_MAX;
+
+    int rc = -ENOMEM;
+    s->loops = calloc((size_t)s->nloops, sizeof(*s->loops));
+    s->loop_ptrs = calloc((size_t)s->nloops, sizeof(*s->loop_ptrs));
+    if (!s->loops || !s->loop_ptrs)
+        goto fail;
+    for (int i = 0; i < s->nloops; i++)
+        s->loops[i].epfd = -1;
+    if ((rc = tg_http_server_init(&s->http, &cfg->http, s->nloops, handle, s)) != 0)
+        goto fail;
+    for (int i = 0; i < s->nloops; i++) {
+        if ((rc = tg_loop_init(&s->loops[i], i)) != 0) {
+            snprintf(err, cap, "io loop: %s", strerror(-rc));
+            goto fail;
+        }
+        s->loops[i].app = s;
+        s->loops[i].on_stop = close_own_listener;
+        s->loops[i].drain_ms = cfg->http.send_timeout_ms;
+        s->loop_ptrs[i] = &s->loops[i];
+    }
+    if (!cfg->reuseport && (rc = tg_acceptor_init(&s->acceptor, s->loop_ptrs, s->nloops)) != 0) {
+        snprintf(err, cap, "acceptor: %s", strerror(-rc));
+        goto fail;
+    }
+    if ((rc = open_listeners(s, err, cap)) != 0)
+        goto fail;
+    if ((rc = tg_workers_start(&s->workers, cfg->workers)) != 0) {
+        snprintf(err, cap, "workers: %s", strerror(-rc));
+        goto fail;
+    }
+    for (int i = 0; i < s->nloops; i++)
+        if ((rc = tg_loop_start(&s->loops[i])) != 0) {
+            snprintf(err, cap, "io thread: %s", strerror(-rc));
+            goto fail_threads;
+        }
+    if (!cfg->reuseport && (rc = tg_acceptor_start(&s->acceptor)) != 0) {
+        snprintf(err, cap, "acceptor thread: %s", strerror(-rc));
+        goto fail_threads;
+    }
+    tg_log_info("listening on %s (%d io threads, %d workers, %s)", s->bound, s->nloops,
+                cfg->workers, cfg->reuseport ? "reuseport" : "acceptor");
+    return 0;
+
+fail_threads:
+    tg_server_stop(s);
+    return rc;
+fail:
+    if (rc == -ENOMEM && !*err)
+        snprintf(err, cap, "out of memory");
+    s->cfg.shutdown_grace_ms = 0;
+    tg_server_stop(s);
+    return rc;
+}
+
+void tg_server_stop(tg_server_t *s)
+{
+    tg_acceptor_stop(&s->acceptor); /* no new connections from here */
+    for (int i = 0; s->loops && i < s->nloops; i++)
+        if (s->loops[i].started)
+            tg_loop_stop(&s->loops[i], s->cfg.shutdown_grace_ms);
+    for (int i = 0; s->loops && i < s->nloops; i++)
+        tg_loop_join(&s->loops[i]);
+    if (s->workers.threads)
+        tg_workers_stop(&s->workers);
+    for (int i = 0; s->loops && i < s->nloops; i++) {
+        if (s->listeners && s->listeners[i].w.fd != -1)
+            tg_listener_close(&s->listeners[i]);
+        tg_loop_fini(&s->loops[i]); /* also runs completions the workers posted */
+    }
+    if (s->http.loops)
+        tg_http_server_fini(&s->http);
+    free(s->listeners);
+    free(s->loop_ptrs);
+    free(s->loops);
+    s->listeners = NULL;
+    s->loop_ptrs = NULL;
+    s->loops = NULL;
+}

@@ -1,0 +1,123 @@
+/* app/stats.c - /stats (JSON) and /metrics (Prometheus text) from the counters
+ * each loop, listener and module keeps. Reads other threads' counters with
+ * relaxed loads: figures are each exact, not a snapshot taken all at once. */
+#include <stdio.h>
+
+#include "app/server.h"
+#include "core/log.h"
+#include "core/sbuf.h"
+#include "net/close.h"
+
+#define C(x) ((unsigned long long)tg_counter_get(&(x)))
+
+static unsigned long long emfile_total(const tg_server_t *s)
+{
+    unsigned long long n = C(s->acceptor.stats.emfile);
+    for (int i = 0; s->listeners && i < s->nloops; i++)
+        n += C(s->listeners[i].stats.emfile);
+    return n;
+}
+
+typedef struct totals {
+    unsigned long long live, accepted, closed, bytes_in, bytes_out, requests;
+    unsigned long long reasons[TG_CLOSE_MAX];
+} totals_t;
+
+static void sum(const tg_server_t *s, totals_t *t)
+{
+    *t = (totals_t){ 0 };
+    for (int i = 0; i < s->nloops; i++) {
+        const tg_loop_stats_t *ls = &s->loops[i].stats;
+        t->live += C(ls->live);
+        t->accepted += C(ls->accepted);
+        t->closed += C(ls->closed);
+        t->bytes_in += C(ls->bytes_in);
+        t->bytes_out += C(ls->bytes_out);
+        t->requests += C(s->http.loops[i].requests);
+        for (int r = 0; r < TG_CLOSE_MAX; r++)
+            t->reasons[r] += C(ls->reasons[r]);
+    }
+}
+
+void tg_stats_json(const tg_server_t *s, tg_sbuf_t *b)
+{
+    totals_t t;
+    sum(s, &t);
+    tg_sbuf_printf(b,
+                   "{\"version\":\"%s\",\"uptime_ms\":%llu,\"io_threads\":%d,\"workers\":%d,"
+                   "\"connections\":{\"live\":%llu,\"accepted\":%llu,\"closed\":%llu},"
+                   "\"bytes_in\":%llu,\"bytes_out\":%llu,\"requests\":%llu,\"errors\":{",
+                   TG_VERSION, (unsigned long long)(tg_clock_ms() - s->started_ms), s->nloops,
+                   s->cfg.workers, t.live, t.accepted, t.closed, t.bytes_in, t.bytes_out,
+                   t.requests);
+    for (int r = 1; r < TG_CLOSE_MAX; r++) {
+        const tg_close_info_t *info = tg_close_named(r);
+        if (info && info->error)
+            tg_sbuf_printf(b, "\"%s\":%llu,", info->name, t.reasons[r]);
+    }
+    tg_sbuf_printf(b, "\"emfile\":%llu},\"closes\":{", emfile_total(s));
+    const char *sep = "";
+    for (int r = 1; r < TG_CLOSE_MAX; r++) {
+        const tg_close_info_t *info = tg_close_named(r);
+        if (info && !info->error) {
+            tg_sbuf_printf(b, "%s\"%s\":%llu", sep, info->name, t.reasons[r]);
+            sep = ",";
+        }
+    }
+    tg_sbuf_printf(b, "},\"loops\":[");
+    for (int i = 0; i < s->nloops; i++) {
+        const tg_loop_stats_t *ls = &s->loops[i].stats;
+        tg_sbuf_printf(b,
+                       "%s{\"id\":%d,\"live\":%llu,\"accepted\":%llu,\"closed\":%llu,"
+                       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"requests\":%llu,"
+                       "\"wakeups\":%llu,\"mails\":%llu}",
+                       i ? "," : "", i, C(ls->live), C(ls->accepted), C(ls->closed),
+                       C(ls->bytes_in), C(ls->bytes_out), C(s->http.loops[i].requests),
+                       C(ls->wakeups), C(ls->mails));
+    }
+    tg_sbuf_printf(b, "],\"log_dropped\":%llu}\n", (unsigned long long)tg_log_dropped());
+}
+
+static void family(tg_sbuf_t *b, const char *name, const char *type, const char *help)
+{
+    tg_sbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+#define PER_LOOP(b, s, name, type, help, field)                                          \
+    do {                                                                                 \
+        family(b, name, type, help);                                                     \
+        for (int i_ = 0; i_ < (s)->nloops; i_++)                                         \
+            tg_sbuf_printf(b, "%s{loop=\"%d\"} %llu\n", name, i_, C(field));             \
+    } while (0)
+
+void tg_stats_prometheus(const tg_server_t *s, tg_sbuf_t *b)
+{
+    totals_t t;
+    sum(s, &t);
+    family(b, "tidegate_uptime_seconds", "gauge", "Seconds since the server started.");
+    tg_sbuf_printf(b, "tidegate_uptime_seconds %.3f\n",
+                   (double)(tg_clock_ms() - s->started_ms) / 1000.0);
+    PER_LOOP(b, s, "tidegate_connections", "gauge", "Client connections open now.",
+             s->loops[i_].stats.live);
+    PER_LOOP(b, s, "tidegate_connections_accepted_total", "counter",
+             "Client connections accepted.", s->loops[i_].stats.accepted);
+    PER_LOOP(b, s, "tidegate_connections_closed_total", "counter", "Client connections closed.",
+             s->loops[i_].stats.closed);
+    PER_LOOP(b, s, "tidegate_bytes_received_total", "counter", "Bytes read from clients.",
+             s->loops[i_].stats.bytes_in);
+    PER_LOOP(b, s, "tidegate_bytes_sent_total", "counter", "Bytes written to clients.",
+             s->loops[i_].stats.bytes_out);
+    PER_LOOP(b, s, "tidegate_http_requests_total", "counter", "HTTP requests dispatched.",
+             s->http.loops[i_].requests);
+    family(b, "tidegate_errors_total", "counter",
+           "Connections closed for a client error or a server shortage, by kind.");
+    for (int r = 1; r < TG_CLOSE_MAX; r++) {
+        const tg_close_info_t *info = tg_close_named(r);
+        if (info && info->error)
+            tg_sbuf_printf(b, "tidegate_errors_total{kind=\"%s\"} %llu\n", info->name,
+                           t.reasons[r]);
+    }
+    tg_sbuf_printf(b, "tidegate_errors_total{kind=\"emfile\"} %llu\n", emfile_total(s));
+    family(b, "tidegate_log_dropped_total", "counter", "Log lines dropped: queue full.");
+    tg_sbuf_printf(b, "tidegate_log_dropped_total %llu\n", (unsigned long long)tg_log_dropped());
+}

@@ -1,0 +1,103 @@
+/* net/http.h - HTTP/1.1 server side of a connection, on llhttp.
+ *
+ * Keep-alive, pipelining (answered in request order), HTTP/1.0, HEAD,
+ * Connection: close, Expect: 100-continue, Content-Length and chunked bodies.
+ * Every limit has its status and a close: URI 414, header section 431, body 413,
+ * transfer coding 501, expectation 417, malformed 400, header or body not in
+ * time 408. An idle keep-alive connection is closed quietly.
+ *
+ * Memory: an idle connection holds nothing here (its tg_conn_t.data is NULL).
+ * Parser state and the request head are taken from per-loop pools when the
+ * first byte of a request arrives and given back once it is answered and no
+ * input is left. Output queued past <max_out> stops reading until it drains,
+ * so a client that pipelines without reading costs bounded memory.
+ *
+ * Loop thread only; the server object is shared read-only by every loop,
+ * except its per-loop slots, each touched by its own loop only. */
+#ifndef TG_NET_HTTP_H
+#define TG_NET_HTTP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/common.h"
+#include "core/conn.h"
+#include "core/loop.h"
+#include "core/pool.h"
+#include "net/close.h"
+
+typedef struct tg_http_limits {
+    uint32_t max_uri;              /* request-target bytes: 414 past it */
+    uint32_t max_header_size;      /* request line and header lines: 431 */
+    uint32_t max_headers;          /* header lines: 431 */
+    uint64_t max_body;             /* body bytes: 413 */
+    uint32_t header_timeout_ms;    /* first byte to end of headers: 408 */
+    uint32_t body_timeout_ms;      /* end of headers to end of body: 408 */
+    uint32_t keepalive_timeout_ms; /* idle between requests: quiet close */
+    uint32_t send_timeout_ms;      /* output not moving: close */
+    uint32_t max_out;              /* queued output that pauses reading */
+} tg_http_limits_t;
+
+typedef struct tg_http_header {
+    tg_str_t name;
+    tg_str_t value;
+} tg_http_header_t;
+
+typedef struct tg_http_req {
+    tg_conn_t              *conn;
+    const char             *method;   /* "GET", ... */
+    uint8_t                 method_id; /* llhttp_method_t */
+    uint8_t                 major, minor;
+    bool                    keep_alive; /* the client allows another request after this one */
+    bool                    head;       /* HEAD: the response carries no body */
+    tg_str_t                target;     /* as received */
+    tg_str_t                path;       /* target up to '?' */
+    tg_str_t                query;      /* after '?', empty when none */
+    const tg_http_header_t *headers;
+    unsigned                nheaders;
+    const tg_buf_t         *body;       /* whole body, possibly empty */
+} tg_http_req_t;  /* valid until the response is queued */
+
+/* Answers <req>: must queue exactly one response with tg_http_respond*(). */
+typedef void tg_http_handler_cb(tg_http_req_t *req, void *arg);
+
+typedef struct tg_http_loop {
+    tg_pool_t    states;   /* per-connection parser state */
+    tg_pool_t    small_heads; /* request heads that fit 2 KiB and 32 headers */
+    tg_pool_t    heads;    /* larger ones: max_header_size + max_headers index */
+    tg_counter_t requests; /* requests dispatched */
+    tg_counter_t responses[6]; /* by class: [1] 1xx ... [5] 5xx */
+    int64_t      date_sec; /* second <date> was formatted for */
+    char         date[40]; /* "Date: ...\r\n" */
+} tg_http_loop_t;
+
+typedef struct tg_http_server {
+    tg_proto_t          proto;   /* what listeners hand connections to */
+    tg_http_limits_t    limits;
+    tg_http_handler_cb *handler;
+    void               *arg;
+    int                 nloops;
+    tg_http_loop_t     *loops;   /* one per loop, indexed by loop id */
+    const char         *server_name; /* "Server:" value */
+} tg_http_server_t;
+
+/* Boot thread. Returns 0 or -ENOMEM. */
+int  tg_http_server_init(tg_http_server_t *s, const tg_http_limits_t *limits, int nloops,
+                         tg_http_handler_cb *handler, void *arg);
+/* After every loop has stopped and closed its connections. */
+void tg_http_server_fini(tg_http_server_t *s);
+
+/* Queues a whole response. <extra> holds further header lines, each ending in
+ * CRLF (may be NULL). For HEAD, the body is counted in Content-Length but not
+ * sent. Statuses >= 400 close the connection afterwards only when <req> said
+ * so or the error makes the connection unusable; see tg_http_respond_error. */
+void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, const char *extra,
+                     const void *body, size_t len);
+
+/* The reason phrase of <status> ("OK", "Not Found", ...). */
+const char *tg_http_reason(int status);
+
+/* Default limits (the documented configuration defaults). */
+void tg_http_limits_default(tg_http_limits_t *l);
+
+#endif
