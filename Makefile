@@ -6,6 +6,7 @@
 #   make bench   benchmarks against peers (bench/)
 #   make format  clang-format the sources
 
+SHELL   := /bin/bash
 VARIANT ?= release
 BUILD   := build/$(VARIANT)
 LLHTTP  := /usr/share/llhttp
