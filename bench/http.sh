@@ -56,6 +56,7 @@ TMP=$(mktemp -d /tmp/tidegate-bench.XXXXXX)
 declare -A PID=()   # server name -> PID we started (nginx: the master)
 declare -A PORT=()
 declare -A BROKEN=()  # server name -> reason it stopped being measured
+declare -A FLAWED=()  # server name -> measured, but with failed requests
 
 CHILD=""           # load client running now (wrk or idle_conns.py, under timeout)
 
@@ -71,6 +72,7 @@ run_bg() {
   return "$rc"
 }
 
+# shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
   local rc=$? name pid kids i
   trap - EXIT INT TERM
@@ -89,10 +91,11 @@ cleanup() {
     done
     if kill -0 "$pid" 2>/dev/null; then
       note "$name (pid $pid) ignored SIGTERM for 5 s; killing it"
+      # its children (nginx workers) were listed while it was alive
+      for i in $kids; do kill -KILL "$i" 2>/dev/null || true; done
       kill -KILL "$pid" 2>/dev/null || true
     fi
     wait "$pid" 2>/dev/null || true
-    for i in $kids; do kill -KILL "$i" 2>/dev/null || true; done
   done
   rm -rf "$TMP"
   exit "$rc"
@@ -147,7 +150,7 @@ start_nginx() {
 server_pids() {
   local pid=${PID[$1]}
   echo "$pid"
-  [[ $1 == nginx ]] && pgrep -P "$pid" || true
+  if [[ $1 == nginx ]]; then pgrep -P "$pid" || true; fi
 }
 
 # mem_bytes MODE PID...: sum of VmRSS (MODE=rss) or of Pss from smaps_rollup
@@ -245,7 +248,10 @@ run_wrk() {
   # CPU per request: server ticks over the run / requests completed
   R[$name,cpu,$c]=$(awk -v t=$((t1 - t0)) -v hz="$HZ" \
     '/ requests in / { n = $1 } END { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-" }' <<<"$out")
-  ((errs == 0)) || note "$name -c$c: $errs socket errors or non-2xx responses"
+  if ((errs > 0)); then
+    note "$name -c$c: $errs socket errors or non-2xx responses"
+    FLAWED[$name]+=" wrk -c$c had $errs errors;"
+  fi
   note "$name -c$c: $rps req/s, p99 $p99 ms, $errs errors"
 }
 
@@ -316,6 +322,10 @@ status=0
 for name in $SERVERS; do
   if [[ -n ${BROKEN[$name]:-} ]]; then
     note "$name ${BROKEN[$name]}; its figures are missing"
+    status=1
+  fi
+  if [[ -n ${FLAWED[$name]:-} ]]; then
+    note "$name:${FLAWED[$name]} its figures are suspect"
     status=1
   fi
 done

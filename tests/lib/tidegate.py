@@ -462,7 +462,7 @@ class Server:
     """One tidegate process on 127.0.0.1 and a free port."""
 
     def __init__(self, binary=None, config=None, args=(), log_to_file=False,
-                 nofile=None, start_timeout=10.0, env=None):
+                 nofile=None, start_timeout=10.0, env=None, listen="127.0.0.1:0"):
         self.binary = binary or binary_path()
         self.config = dict(config or {})
         self.args = list(args)
@@ -470,6 +470,7 @@ class Server:
         self.nofile = nofile
         self.start_timeout = start_timeout * slowdown(self.binary)
         self.env = env
+        self.listen = listen
         self.dir = tempfile.mkdtemp(prefix="tidegate-test-")
         self.config_path = os.path.join(self.dir, "tidegate.conf")
         self.stderr_path = os.path.join(self.dir, "stderr")
@@ -514,7 +515,7 @@ class Server:
                 f.write("%s = %s\n" % (k, v))
 
     def command(self):
-        cmd = [self.binary, "--config", self.config_path, "--listen", "127.0.0.1:0"]
+        cmd = [self.binary, "--config", self.config_path, "--listen", self.listen]
         if self.log_to_file:
             cmd += ["--log-file", self.log_path]
         return cmd + self.args

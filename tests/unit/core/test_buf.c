@@ -301,7 +301,7 @@ static void append_fills_the_tail_before_taking_a_chunk(void **state)
     append(f, 6 + 7 + 7 + 2); /* fills the tail, two whole chunks, two bytes */
     assert_int_equal(chunks_held(&f->buf), 5);
     assert_int_equal(f->buf.tail->wr - f->buf.tail->rd, 2);
-    append(f, 7 * 100 + 3); /* one call across many chunks */
+    append(f, 5 + 7 * 100 + 3); /* one call: the tail, 100 whole chunks, 3 bytes */
     assert_int_equal(chunks_held(&f->buf), 5 + 101);
     assert_iov_matches(f, 64);
 }
