@@ -48,7 +48,7 @@ const tg_config_key_t tg_config_keys[] = {
     { NULL },
 };
 
-static int fail(char *err, size_t cap, const char *fmt, const char *a, const char *b)
+static int refuse(char *err, size_t cap, const char *fmt, const char *a, const char *b)
 {
     snprintf(err, cap, fmt, a, b);
     return -EINVAL;
@@ -110,14 +110,14 @@ int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *er
 
     const tg_config_key_t *k = find_key(key);
     if (!k)
-        return fail(err, cap, "unknown key '%s'%s", key, "");
+        return refuse(err, cap, "unknown key '%s'%s", key, "");
     void *field = (char *)cfg + k->offset;
     uint64_t v = 0;
     const char *expect = NULL;
     switch (k->type) {
     case TG_CFG_STRING:
         if (strlen(value) >= k->size)
-            return fail(err, cap, "'%s': value too long%s", key, "");
+            return refuse(err, cap, "'%s': value too long%s", key, "");
         strcpy(field, value);
         return 0;
     case TG_CFG_BOOL:
@@ -127,12 +127,12 @@ int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *er
                  strcmp(value, "off") == 0)
             *(bool *)field = false;
         else
-            return fail(err, cap, "'%s' expects true or false, not '%s'", key, value);
+            return refuse(err, cap, "'%s' expects true or false, not '%s'", key, value);
         return 0;
     case TG_CFG_LOG_LEVEL: {
         int lv = tg_log_level_parse(value);
         if (lv < 0)
-            return fail(err, cap, "'%s' expects error, warn, info or debug, not '%s'", key,
+            return refuse(err, cap, "'%s' expects error, warn, info or debug, not '%s'", key,
                         value);
         *(int *)field = lv;
         return 0;
@@ -140,17 +140,17 @@ int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *er
     case TG_CFG_INT:
         expect = "a whole number";
         if (!parse_scaled(value, (const char *const[]){ NULL }, NULL, false, &v))
-            return fail(err, cap, "'%s' expects a whole number, not '%s'", key, value);
+            return refuse(err, cap, "'%s' expects a whole number, not '%s'", key, value);
         break;
     case TG_CFG_SIZE:
         expect = "a size";
         if (!parse_scaled(value, size_units, size_scale, false, &v))
-            return fail(err, cap, "'%s' expects a size such as 16k or 1m, not '%s'", key, value);
+            return refuse(err, cap, "'%s' expects a size such as 16k or 1m, not '%s'", key, value);
         break;
     case TG_CFG_DURATION:
         expect = "a duration";
         if (!parse_scaled(value, time_units, time_scale, true, &v))
-            return fail(err, cap, "'%s' expects a duration with a unit (ms, s, m, h) such as "
+            return refuse(err, cap, "'%s' expects a duration with a unit (ms, s, m, h) such as "
                                   "10s, not '%s'", key, value);
         break;
     }

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tidegate import (LOG_LINE_RE, Conn, ConnectionClosed, Server, chunked, request,
+from tidegate import (LOG_LINE_RE, Conn, ConnectionClosed, Server, request,
                       run_binary, source_address, wait_for)
 
 REQ = request("GET", "/healthz")
@@ -143,7 +143,8 @@ def test_sigterm_answers_requests_in_flight(make_server):
     code = srv.wait(max(0.0, t0 + 2.0 + (0.5 if srv.asan else 0) - time.monotonic()))
     elapsed = time.monotonic() - t0
     assert code == 0, "exit %r %.2fs after SIGTERM" % (code, elapsed)
-    assert len(got) >= counted, "server had answered %d requests, client received %d" % (counted, len(got))
+    assert len(got) >= counted, "server had answered %d requests, client received %d%s" % (
+        counted, len(got), " (connection reset)" if c.reset else "")
     assert len(got) <= n
     assert set(got) == {200}
     data, _, closed = idle.wait_closed(timeout=0.5)
@@ -169,7 +170,9 @@ def test_stop_signal_exits_0_within_2s_whatever_the_clients_do(make_server, sig)
             pass
     t = threading.Thread(target=pump, daemon=True)
     t.start()
-    srv.wait_stats(lambda st: st["connections"]["live"] == 6 and st["requests"] >= 50,
+    base = srv.stats()
+    count = requests_counted(srv, base, srv.stats_calls)
+    srv.wait_stats(lambda st: st["connections"]["live"] == 6 and count(st) >= 3,
                    what="all connections up and the stuck client's answers piling up")
     t0 = time.monotonic()
     srv.signal(sig)
@@ -179,7 +182,7 @@ def test_stop_signal_exits_0_within_2s_whatever_the_clients_do(make_server, sig)
     assert elapsed <= 2.0 + (0.5 if srv.asan else 0), "took %.2fs to exit" % elapsed
     for c in (idle, silent, partial, body):
         data, _, closed = c.wait_closed(timeout=1)
-        assert closed
+        assert closed, "connection still open after the server exited"
         assert not data.startswith(b"HTTP/1.1 200"), data[:100]
     stuck.abort()
     t.join(5)
@@ -248,8 +251,7 @@ def test_log_file_receives_the_log_and_line_format(make_server):
         lines = f.read().splitlines()
     line = next(l for l in lines if "listening on" in l)
     assert LOG_LINE_RE.match(line), line
-    assert re.match(r"^\S+ info  listening on 127\.0\.0\.1:%d" % srv.port, line) or \
-        re.search(r" info +.*listening on 127\.0\.0\.1:%d" % srv.port, line), line
+    assert re.match(r"^\S+Z info  .*listening on 127\.0\.0\.1:%d\b" % srv.port, line), line
     with open(srv.stderr_path) as f:
         assert "listening on" not in f.read()
 
@@ -329,8 +331,9 @@ def test_help_and_version_exit_0():
     (["--config"], "--config"),
 ])
 def test_bad_flag_exits_2_naming_it(args, named):
-    code, out, err = run_binary(args + ["--listen", "127.0.0.1:0"] if args[0] != "--listen"
-                                else args)
+    if args[0] != "--listen":
+        args = ["--listen", "127.0.0.1:0"] + args     # missing values come last
+    code, out, err = run_binary(args, timeout=5)
     assert code == 2, "exit %r for %s; stderr %r" % (code, args, err)
     assert named in err, "stderr does not name %s: %r" % (named, err)
     assert "listening on" not in out + err
@@ -378,8 +381,6 @@ def test_full_valid_config_is_accepted(make_server):
         "http.header_timeout": "2m", "http.body_timeout": "1h",
         "http.keepalive_timeout": "75s", "http.send_timeout": "60s",
     })
-    with open(srv.config_path, "a") as f:        # shown to a human; not re-read
-        f.write("   # indented comment\n")
     c = srv.connect()
     assert c.request("GET", "/healthz").status == 200
     c.sendall(request("GET", "/" + "a" * 3000))
@@ -388,12 +389,15 @@ def test_full_valid_config_is_accepted(make_server):
     assert (st["io_threads"], st["workers"]) == (2, 2)
 
 
-def test_config_with_comments_blank_lines_and_spacing(make_server, tmp_path):
+def test_config_with_comments_blank_lines_and_spacing(make_server):
     srv = make_server(start=False)
-    srv.write_config = lambda: open(srv.config_path, "w").write(
-        "# tidegate\n\n   \n# io\nio_threads=3\n  workers   =   2  \n\n"
-        "http.max_uri = 1k   # a trailing comment?\n" if False else
-        "# tidegate\n\n   \n# io\nio_threads=3\n  workers   =   2  \n\nhttp.max_uri = 1k\n")
+    text = ("# tidegate\n\n   \n# io\nio_threads=3\n  workers   =   2  \n\n"
+            "\t# indented comment\nhttp.max_uri = 1k\n")
+
+    def write_config():
+        with open(srv.config_path, "w") as f:
+            f.write(text)
+    srv.write_config = write_config
     srv.start()
     st = srv.stats()
     assert (st["io_threads"], st["workers"]) == (3, 2)

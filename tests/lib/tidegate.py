@@ -12,7 +12,6 @@ Everything here is standard library. Waits are deadlines on real events (a log
 line, a socket becoming readable, a /stats value), never bare sleeps.
 """
 
-import errno
 import json
 import os
 import re
