@@ -256,6 +256,8 @@ run_wrk() {
 }
 
 # --- run ------------------------------------------------------------------
+# Other load on the box skews every figure: record it so a reader can tell.
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 note "tidegate vs nginx: io-threads/workers $IO_THREADS, wrk -t1 -d$DURATION, conns $CONNS, idle $IDLE_CONNS"
 for name in $SERVERS; do
   case $name in
@@ -290,7 +292,8 @@ ratio() { # tidegate/nginx
 {
   echo
   echo "HTTP GET /healthz, loopback, $(nproc) cores; io-threads = nginx workers = $IO_THREADS;"
-  echo "wrk -t1 -d$DURATION --latency; CPU = server user+sys time per request"
+  echo "wrk -t1 -d$DURATION --latency; CPU = server user+sys time per request;"
+  echo "load average before the run: $LOADAVG (should be near 0: other load skews the figures)"
   printf '%-6s %-14s %12s %12s %9s\n' conns figure tidegate nginx ratio
   for c in $CONNS; do
     for fig in rps p99 cpu; do
@@ -300,10 +303,12 @@ ratio() { # tidegate/nginx
       printf '%-6s %-14s %12s %12s %9s\n' "$c" "$label" "$t" "$n" "$(ratio "$t" "$n")"
     done
   done
-  t=$(get tidegate,mem)
-  n=$(get nginx,mem)
-  printf '%-6s %-14s %12s %12s %9s\n' "$IDLE_CONNS" "B/idle conn" "$t" "$n" "$(ratio "$t" "$n")"
-  echo "(idle memory: tidegate VmRSS delta, nginx Pss delta over master+workers, user space only)"
+  if ((IDLE_CONNS > 0)); then
+    t=$(get tidegate,mem)
+    n=$(get nginx,mem)
+    printf '%-6s %-14s %12s %12s %9s\n' "$IDLE_CONNS" "B/idle conn" "$t" "$n" "$(ratio "$t" "$n")"
+    echo "(idle memory: tidegate VmRSS delta, nginx Pss delta over master+workers, user space only)"
+  fi
   echo
   for c in $CONNS; do
     for fig in rps p99 cpu; do
@@ -313,9 +318,11 @@ ratio() { # tidegate/nginx
         "errors_tidegate=$(get "tidegate,err,$c") errors_nginx=$(get "nginx,err,$c")"
     done
   done
-  t=$(get tidegate,mem)
-  n=$(get nginx,mem)
-  echo "RESULT http conns=$IDLE_CONNS figure=idle_bytes_per_conn tidegate=$t nginx=$n ratio=$(ratio "$t" "$n")"
+  if ((IDLE_CONNS > 0)); then
+    t=$(get tidegate,mem)
+    n=$(get nginx,mem)
+    echo "RESULT http conns=$IDLE_CONNS figure=idle_bytes_per_conn tidegate=$t nginx=$n ratio=$(ratio "$t" "$n")"
+  fi
 }
 
 status=0

@@ -326,6 +326,14 @@ static void on_io(tg_watch_t *w, uint32_t events)
     }
     if (events & EPOLLIN) {
         on_read(c);
+        /* Answers to what was just read go out now, in one write: the chunk
+         * they sit in goes straight back to the pool instead of piling up
+         * until the end of the iteration (one per busy connection). */
+        if (c->dirty) {
+            tg_link_remove(&c->link);
+            c->dirty = false;
+            tg_conn__flush(c);
+        }
     } else if (events & (EPOLLERR | EPOLLHUP)) {
         /* Reported even while reads are paused: the peer is gone both ways. */
         tg_conn_close(c, (events & EPOLLERR) ? TG_CONN_IOERR : TG_CONN_EOF);
