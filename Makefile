@@ -29,7 +29,9 @@ CFLAGS_asan    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                   -fno-sanitize-recover=undefined -DTG_DEBUG
 CFLAGS_fuzz    := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
                   -fno-sanitize-recover=undefined -DTG_DEBUG -DTG_FUZZ
+CFLAGS_tsan    := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -DTG_DEBUG
 LDFLAGS_asan   := -fsanitize=address,undefined
+LDFLAGS_tsan   := -fsanitize=thread
 LDFLAGS_fuzz   := -fsanitize=fuzzer,address,undefined
 
 CFLAGS  := $(BASE) $(CFLAGS_$(VARIANT)) $(EXTRA_CFLAGS)

@@ -179,13 +179,16 @@ void tg_server_stop(tg_server_t *s)
             tg_loop_stop(&s->loops[i], s->cfg.shutdown_grace_ms);
     for (int i = 0; s->loops && i < s->nloops; i++)
         tg_loop_join(&s->loops[i]);
-    if (s->workers.threads)
+    bool workers = s->workers.threads != NULL;
+    if (workers)
         tg_workers_stop(&s->workers);
     for (int i = 0; s->loops && i < s->nloops; i++) {
         if (s->listeners && s->listeners[i].w.fd != -1)
             tg_listener_close(&s->listeners[i]);
         tg_loop_fini(&s->loops[i]); /* also runs completions the workers posted */
     }
+    if (workers)
+        tg_workers_fini(&s->workers);
     if (s->http.loops)
         tg_http_server_fini(&s->http);
     free(s->listeners);

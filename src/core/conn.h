@@ -6,7 +6,9 @@
  * Connections live in a per-loop slab of fixed-size entries; the slot index and
  * a generation bumped at every free make the id. An idle connection holds no
  * buffer: bytes read are lent to the protocol from the loop's scratch buffer,
- * and output chunks are taken only when a write cannot complete at once.
+ * and output waits in pool chunks only until it is written (right after the
+ * read that caused it, or at the end of the iteration) or, when the socket is
+ * full, until it drains.
  *
  *   OPEN --tg_conn_close_after_flush--> DRAINING --output written--> LINGER
  *     |                                   |                            |

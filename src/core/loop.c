@@ -32,8 +32,10 @@ uint64_t tg_clock_ms(void)
 
 static void on_mbox_io(tg_watch_t *w, uint32_t events)
 {
-    (void)w; /* the iteration drains the mailbox after every wait */
     (void)events;
+    /* Reset the eventfd; the iteration drains the mailbox after every wait. */
+    uint64_t v;
+    (void)!read(w->fd, &v, sizeof(v));
 }
 
 int tg_loop_init(tg_loop_t *loop, int id)
@@ -145,17 +147,17 @@ tg_conn_t *tg_loop_adopt(tg_loop_t *loop, int fd, const tg_proto_t *proto)
         close(fd);
         return NULL;
     }
-    c->proto = proto;
     /* Responses and pushes are written whole, in one call per iteration:
      * Nagle would only delay them. Fails harmlessly on non-TCP sockets. */
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     tg_counter_add(&loop->stats.live, 1);
-    tg_counter_add(&loop->stats.accepted, 1);
     if (tg_loop_watch(loop, &c->w, EPOLLIN) != 0) {
-        tg_conn_close(c, TG_CONN_IOERR);
+        tg_conn_close(c, TG_CONN_IOERR); /* no protocol yet: nothing to tell it */
         return NULL;
     }
+    tg_counter_add(&loop->stats.accepted, 1);
+    c->proto = proto;
     if (proto->on_open && proto->on_open(c) != 0) {
         tg_counter_add(&loop->stats.nomem, 1);
         tg_conn_close(c, TG_CONN_NOMEM);
@@ -255,20 +257,16 @@ static bool iterate(tg_loop_t *loop, int max_wait_ms)
     if (wait_ms != 0 && !tg_mbox_arm_sleep(&loop->mbox))
         wait_ms = 0;
     int n = epoll_wait(loop->epfd, ev, TG_LOOP_EVENTS, wait_ms);
-    bool mbox_ready = false;
+    /* Awake from here on: posts made while IO runs need no eventfd write. */
+    tg_mbox_woke(&loop->mbox, false);
     if (n == -1)
         n = 0; /* EINTR: a signal aimed at another thread; just go round */
     tg_counter_add(&loop->stats.wakeups, 1);
     loop->now_ms = tg_clock_ms();
     for (int i = 0; i < n; i++) {
         tg_watch_t *w = ev[i].data.ptr;
-        if (w == &loop->mbox_watch) {
-            mbox_ready = true;
-            continue;
-        }
         w->cb(w, ev[i].events);
     }
-    tg_mbox_woke(&loop->mbox, mbox_ready);
     unsigned mails = tg_mbox_drain(&loop->mbox, TG_LOOP_MAIL, loop);
     tg_counter_add(&loop->stats.mails, mails);
     flush_dirty(loop);

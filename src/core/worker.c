@@ -53,12 +53,15 @@ int tg_workers_start(tg_workers_t *p, int n)
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->wake, NULL);
     p->threads = calloc((size_t)(n > 0 ? n : 1), sizeof(pthread_t));
-    if (!p->threads)
+    if (!p->threads) {
+        tg_workers_fini(p);
         return -ENOMEM;
+    }
     for (int i = 0; i < n; i++) {
         int rc = pthread_create(&p->threads[i], NULL, worker_main, p);
         if (rc != 0) {
             tg_workers_stop(p);
+            tg_workers_fini(p);
             return -rc;
         }
         char name[16];
@@ -89,6 +92,10 @@ void tg_workers_stop(tg_workers_t *p)
         complete(w);
         w = next;
     }
+}
+
+void tg_workers_fini(tg_workers_t *p)
+{
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->lock);
 }

@@ -39,8 +39,12 @@ typedef struct tg_workers {
 
 /* Starts <n> threads. Returns 0 or a negative errno. */
 int  tg_workers_start(tg_workers_t *p, int n);
-/* Joins the threads; jobs not yet started complete with <cancelled> set. */
+/* Joins the threads; jobs not yet started complete with <cancelled> set.
+ * Submitting afterwards is refused (-ESHUTDOWN) until tg_workers_fini. */
 void tg_workers_stop(tg_workers_t *p);
+/* Releases the queue's lock. Nothing may submit any more: call it once the
+ * loops that could have are finalised. */
+void tg_workers_fini(tg_workers_t *p);
 
 /* Any thread. <w>'s loop, run and done must be set. Returns 0, or -ESHUTDOWN. */
 int  tg_work_submit(tg_workers_t *p, tg_work_t *w);

@@ -57,7 +57,6 @@ struct fixture;
 struct ttimer {
     tg_timer_t      t;
     struct fixture *f;
-    int             id;
     unsigned        fires;      /* callbacks so far */
     uint64_t        fired_due;  /* t.due_ms when it last fired */
     uint64_t        fired_now;  /* the wheel's clock inside the last callback */
@@ -76,13 +75,12 @@ struct fixture {
     tg_wheel_t    wheel;
     uint64_t      start;        /* the wheel's starting time */
     uint64_t      now;          /* target of the last run */
-    uint64_t      prev;         /* target of the run before it */
     uint64_t      target;       /* target of the run in progress */
     uint64_t      seq;          /* callbacks so far, all timers */
     uint64_t      last_due;     /* due of the last timer fired */
     unsigned      out_of_order; /* a timer fired with a due before the previous one's */
     unsigned      early;        /* a timer fired before its due time */
-    unsigned      still_armed;  /* a timer was armed inside its own callback's entry */
+    unsigned      still_armed;  /* a timer was still armed when its callback began */
     struct ttimer timers[NTIMERS];
 };
 
@@ -115,10 +113,9 @@ static void fixture_reset(struct fixture *f, uint64_t start)
 {
     memset(f, 0, sizeof(*f));
     tg_wheel_init(&f->wheel, start);
-    f->start = f->now = f->prev = f->target = start;
+    f->start = f->now = f->target = start;
     for (int i = 0; i < NTIMERS; i++) {
         f->timers[i].f = f;
-        f->timers[i].id = i;
         tg_timer_init(&f->timers[i].t, on_fire);
     }
     assert_true(tg_wheel_check(&f->wheel));
@@ -147,7 +144,6 @@ static unsigned run_to(struct fixture *f, uint64_t t)
     uint64_t before = f->seq;
     f->target = t;
     unsigned n = tg_wheel_run(&f->wheel, t);
-    f->prev = f->now;
     f->now = t;
     assert_true(tg_wheel_check(&f->wheel));
     assert_int_equal(n, f->seq - before);
