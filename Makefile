@@ -36,7 +36,7 @@ LDFLAGS_fuzz   := -fsanitize=fuzzer,address,undefined
 
 CFLAGS  := $(BASE) $(CFLAGS_$(VARIANT)) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(LDFLAGS_$(VARIANT))
-LIBS    :=
+LIBS    := -lz -lcrypto
 
 SRC      := $(shell find src -name '*.c' ! -path src/app/main.c | sort)
 OBJ      := $(SRC:%.c=$(BUILD)/%.o)
@@ -61,9 +61,12 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CFLAGS) $(WARN) -c $< -o $@
 
 # llhttp's generated C fails only -Wunused-parameter: its own, milder flags.
+# Strict mode: it checks what lenient mode skips (the CRLF after chunk data,
+# among others), which a gate in front of other servers must not let through.
 $(BUILD)/llhttp/%.o: $(LLHTTP)/%.c
 	@mkdir -p $(@D)
-	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -O2 -Wall -Wextra -Wno-unused-parameter -c $< -o $@
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -O2 -DLLHTTP_STRICT_MODE=1 -Wall -Wextra \
+	      -Wno-unused-parameter -c $< -o $@
 
 $(LIB): $(OBJ) $(LLHTTP_O)
 	@rm -f $@

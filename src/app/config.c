@@ -7,13 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/accept.h"
 #include "core/log.h"
 
 #define F(field) offsetof(tg_config_t, field), sizeof(((tg_config_t *)0)->field)
 #define DAY_MS   (24ull * 3600 * 1000)
 
 const tg_config_key_t tg_config_keys[] = {
-    { "listen", TG_CFG_STRING, F(listen), 0, 0, "127.0.0.1:8080",
+    { "listen", TG_CFG_ADDRESS, F(listen), 0, 0, "127.0.0.1:8080",
       "client listener, HOST:PORT or [V6]:PORT (port 0: any free port)" },
     { "io_threads", TG_CFG_INT, F(io_threads), 0, TG_LOOP_MAX, "0",
       "IO loops (epoll threads); 0 = one per core" },
@@ -115,6 +116,16 @@ int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *er
     uint64_t v = 0;
     const char *expect = NULL;
     switch (k->type) {
+    case TG_CFG_ADDRESS: {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (strlen(value) >= k->size || tg_addr_parse(value, &ss, &len) != 0)
+            return refuse(err, cap, "'%s' expects HOST:PORT, [V6]:PORT or :PORT with a numeric "
+                                    "host (or localhost) and a port up to 65535, not '%s'",
+                          key, value);
+        strcpy(field, value);
+        return 0;
+    }
     case TG_CFG_STRING:
         if (strlen(value) >= k->size)
             return refuse(err, cap, "'%s': value too long%s", key, "");
@@ -145,7 +156,8 @@ int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *er
     case TG_CFG_SIZE:
         expect = "a size";
         if (!parse_scaled(value, size_units, size_scale, false, &v))
-            return refuse(err, cap, "'%s' expects a size such as 16k or 1m, not '%s'", key, value);
+            return refuse(err, cap, "'%s' expects a size such as 16k or 1m, not '%s'", key,
+                          value);
         break;
     case TG_CFG_DURATION:
         expect = "a duration";

@@ -25,9 +25,10 @@ typedef struct tg_config {
 
 typedef enum tg_config_type {
     TG_CFG_STRING,
+    TG_CFG_ADDRESS,  /* HOST:PORT, [V6]:PORT or :PORT, numeric */
     TG_CFG_INT,
     TG_CFG_BOOL,
-    TG_CFG_SIZE,     /* bytes, with optional k or m (KiB, MiB) */
+    TG_CFG_SIZE,     /* bytes, with optional k, m or g (KiB, MiB, GiB) */
     TG_CFG_DURATION, /* with a unit: ms, s, m, h */
     TG_CFG_LOG_LEVEL,
 } tg_config_type_t;

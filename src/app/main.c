@@ -44,6 +44,7 @@ static void usage(FILE *out)
 typedef struct flag_set {
     const char *key;
     const char *value;
+    const char *flag; /* as typed, for messages */
 } flag_set_t;
 
 /* Fills <cfg>: defaults, then --config, then the other flags. Returns 0, 1 when
@@ -65,9 +66,9 @@ static int parse_args(int argc, char **argv, tg_config_t *cfg)
     flag_set_t sets[32];
     int nsets = 0;
     const char *config_path = NULL;
-    int c;
+    int c, which = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", opts, &which)) != -1) {
         const char *key = NULL;
         switch (c) {
         case 'l': key = "listen"; break;
@@ -88,7 +89,7 @@ static int parse_args(int argc, char **argv, tg_config_t *cfg)
             return EXIT_USAGE;
         }
         if (key && nsets < (int)TG_ARRAY_LEN(sets))
-            sets[nsets++] = (flag_set_t){ key, c == 'r' ? "true" : optarg };
+            sets[nsets++] = (flag_set_t){ key, c == 'r' ? "true" : optarg, opts[which].name };
     }
     if (optind < argc) {
         fprintf(stderr, "tidegate: unexpected argument '%s'\ntry 'tidegate --help'\n",
@@ -103,7 +104,7 @@ static int parse_args(int argc, char **argv, tg_config_t *cfg)
     }
     for (int i = 0; i < nsets; i++) {
         if (tg_config_set(cfg, sets[i].key, sets[i].value, err, sizeof(err)) != 0) {
-            fprintf(stderr, "tidegate: --%s: %s\n", sets[i].key, err);
+            fprintf(stderr, "tidegate: --%s: %s\n", sets[i].flag, err);
             return EXIT_USAGE;
         }
     }

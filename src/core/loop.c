@@ -241,9 +241,10 @@ static bool iterate(tg_loop_t *loop, int max_wait_ms)
 {
     struct epoll_event ev[TG_LOOP_EVENTS];
 
+    /* Timers that fell due while the last batch ran, so the wait is not late. */
     loop->now_ms = tg_clock_ms();
     tg_wheel_run(&loop->wheel, loop->now_ms);
-    flush_dirty(loop); /* what timers wrote */
+    flush_dirty(loop);
 
     int wait_ms = tg_wheel_next_ms(&loop->wheel);
     if (max_wait_ms >= 0 && (wait_ms < 0 || wait_ms > max_wait_ms))
@@ -262,7 +263,11 @@ static bool iterate(tg_loop_t *loop, int max_wait_ms)
     if (n == -1)
         n = 0; /* EINTR: a signal aimed at another thread; just go round */
     tg_counter_add(&loop->stats.wakeups, 1);
+    /* The wheel's clock moves before any callback runs: a timer armed by IO
+     * (a new connection's header timeout) counts from now, not from before
+     * the sleep. */
     loop->now_ms = tg_clock_ms();
+    tg_wheel_run(&loop->wheel, loop->now_ms);
     for (int i = 0; i < n; i++) {
         tg_watch_t *w = ev[i].data.ptr;
         w->cb(w, ev[i].events);

@@ -3,7 +3,8 @@
  * thread touches anything in it except the mailbox (tg_loop_post) and the
  * counters (read by anyone). Knows nothing of any protocol.
  *
- * One iteration: due timers, epoll_wait, IO callbacks, mailbox (bounded),
+ * One iteration: due timers, epoll_wait, due timers again (the clock moved),
+ * IO callbacks, mailbox (bounded),
  * flush of connections with pending output, deferred frees. */
 #ifndef TG_CORE_LOOP_H
 #define TG_CORE_LOOP_H

@@ -242,6 +242,8 @@ static int on_header_text(llhttp_t *p, const char *at, size_t n)
 static int on_header_field_complete(llhttp_t *p)
 {
     http_conn_t *hc = p->data;
+    if (hc->nheaders >= hc->srv->limits.max_headers)
+        return raise_error(hc, TG_CLOSE_HEADER_TOO_LARGE);
     int rc = head_room(hc, 0, TG_CLOSE_HEADER_TOO_LARGE);
     if (rc)
         return raise_error(hc, rc);

@@ -37,6 +37,7 @@ def _finish(servers):
     problems = []
     for srv in servers:
         try:
+            srv.close_clients()    # as clients would, so the stop is not held up by them
             code = srv.stop()
             if code != 0:
                 problems.append("server pid %s exited with %r on SIGTERM; log:\n%s"

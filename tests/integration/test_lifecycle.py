@@ -4,7 +4,6 @@ and configuration errors."""
 
 import os
 import re
-import select
 import signal
 import socket
 import threading
@@ -13,7 +12,7 @@ import time
 import pytest
 
 from tidegate import (LOG_LINE_RE, Conn, ConnectionClosed, Server, request,
-                      run_binary, source_address, wait_for)
+                      run_binary, source_address, wait_for, wait_readable, wait_writable)
 
 REQ = request("GET", "/healthz")
 
@@ -73,8 +72,7 @@ def test_clients_vanishing_mid_response_leak_nothing(server):
         sent, deadline = 0, time.monotonic() + 2
         # Push requests until the server stops taking them (its answers are stuck).
         while sent < len(blob) and time.monotonic() < deadline:
-            _, w, _ = select.select([], [c.sock], [], 0.1)
-            if not w:
+            if not wait_writable(c.sock, 0.1):
                 break
             sent += c.send_some(blob[sent:sent + 65536])
         conns.append(c)
@@ -97,8 +95,7 @@ def test_thousands_of_pipelined_requests_then_reset(server):
     blob = REQ * 5000
     sent = 0
     while sent < len(blob):
-        _, w, _ = select.select([], [c.sock], [], 0.5)
-        if not w:
+        if not wait_writable(c.sock, 0.5):
             break
         sent += c.send_some(blob[sent:])
     assert c.readable(5 * server.slow)
@@ -147,6 +144,7 @@ def test_sigterm_answers_requests_in_flight(make_server):
         counted, len(got), " (connection reset)" if c.reset else "")
     assert len(got) <= n
     assert set(got) == {200}
+    print("server had answered %d of %d when signalled; client received %d" % (counted, n, len(got)))
     data, _, closed = idle.wait_closed(timeout=0.5)
     assert closed and data == b"", "idle connection got %r" % data[:200]
 
@@ -201,8 +199,7 @@ def test_sigterm_stops_accepting(make_server):
             s.settimeout(0.5)
             s.connect(("127.0.0.1", srv.port))
             s.sendall(REQ)
-            r, _, _ = select.select([s], [], [], 0.3)
-            if not r:
+            if not wait_readable([s], 0.3):
                 return True
             try:
                 return not s.recv(100).startswith(b"HTTP/1.1 200")
@@ -289,12 +286,14 @@ def test_emfile_keeps_serving_and_does_not_spin(make_server):
     assert st["errors"]["emfile"] > 0
     answered = [c for c in clients if c.readable(0)]
     assert 0 < len(answered) < len(clients), "%d of %d answered" % (len(answered), len(clients))
+    print("out of fds: %d of %d answered, CPU %.1f%%, emfile %d"
+          % (len(answered), len(clients), share * 100, st["errors"]["emfile"]))
 
     # Closing clients frees descriptors: the waiting connections get accepted.
     pending = list(clients)
     deadline = time.monotonic() + 15 * srv.slow
     while pending:
-        ready, _, _ = select.select(pending, [], [], 0.5)
+        ready = wait_readable(pending, 0.5)
         for c in ready:
             r = c.recv_response()
             assert (r.status, r.body) == (200, b"ok\n")
@@ -349,7 +348,6 @@ def test_missing_config_file_exits_2(tmp_path):
 @pytest.mark.parametrize("line, key", [
     ("bogus_key = 1", "bogus_key"),
     ("http.max_uri = 12q", "http.max_uri"),
-    ("http.max_body = 1g", "http.max_body"),
     ("http.header_timeout = 5", "http.header_timeout"),
     ("http.body_timeout = 5x", "http.body_timeout"),
     ("shutdown_grace = soon", "shutdown_grace"),
@@ -365,7 +363,10 @@ def test_missing_config_file_exits_2(tmp_path):
 def test_bad_config_line_exits_2_naming_file_line_and_key(tmp_path, line, key):
     path = tmp_path / "bad.conf"
     path.write_text("# a comment\n\nworkers = 2\n%s\nio_threads = 1\n" % line)
-    code, out, err = run_binary(["--config", str(path), "--listen", "127.0.0.1:0"])
+    args = ["--config", str(path)]
+    if key != "listen":            # a --listen flag would override the bad value
+        args += ["--listen", "127.0.0.1:0"]
+    code, out, err = run_binary(args, timeout=5)
     assert code == 2, "exit %r for %r; stderr %r" % (code, line, err)
     assert "%s:4" % path in err, "stderr does not name %s:4: %r" % (path, err)
     if key:

@@ -6,7 +6,9 @@ import socket
 import threading
 import time
 
-from tidegate import ERROR_KINDS, chunked, request
+import pytest
+
+from tidegate import ERROR_KINDS, ConnectionClosed, chunked, request
 
 
 def expect_error(server, conn, status, kind=None, count=1):
@@ -20,8 +22,9 @@ def expect_error(server, conn, status, kind=None, count=1):
     rest, _, closed = conn.wait_closed(timeout=3 * server.slow)
     assert closed, "server kept the connection open after %d" % status
     assert rest == b"", "bytes after the error response: %r" % rest[:200]
+    conn.close()                   # as a client does on EOF
     if kind is not None:
-        st = server.wait_stats(lambda s: s["errors"][kind] >= count, timeout=2,
+        st = server.wait_stats(lambda s: s["errors"][kind] >= count, timeout=5,
                                what="errors.%s == %d" % (kind, count))
         others = {k: v for k, v in st["errors"].items() if k != kind and v}
         assert st["errors"][kind] == count, st["errors"]
@@ -42,24 +45,30 @@ def healthz_with_target_len(n):
 
 # ---- 400 ----
 
-BAD_REQUESTS = [
-    b"GARBAGE\r\n\r\n",
-    b"\x00\x01\x02\x03\r\n\r\n",
-    b"GET /healthz HTTP/1.1\r\nHost t\r\n\r\n",                      # header without colon
-    b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
-    b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-    b"GET /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-    b"GET /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
-    b"GET  HTTP/1.1\r\n\r\n",
-]
+BAD_REQUESTS = {
+    "not-http": b"GARBAGE\r\n\r\n",
+    "binary": b"\x00\x01\x02\x03\r\n\r\n",
+    "header-without-colon": b"GET /healthz HTTP/1.1\r\nHost t\r\n\r\n",
+    "bad-content-length": b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
+    "two-content-lengths":
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "bad-chunk-size":
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    "chunk-data-without-crlf":
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    "no-target": b"GET  HTTP/1.1\r\n\r\n",
+}
 
 
-def test_malformed_requests_get_400(server):
-    for i, data in enumerate(BAD_REQUESTS, 1):
-        try:
-            send_and_expect(server, data, 400, "bad_request", count=i)
-        except AssertionError as e:
-            raise AssertionError("request %r: %s" % (data, e)) from None
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_malformed_request_gets_400(server, name):
+    send_and_expect(server, BAD_REQUESTS[name], 400, "bad_request")
+
+
+def test_malformed_requests_are_each_counted(server):
+    names = ["not-http", "header-without-colon", "bad-content-length"]
+    for i, name in enumerate(names, 1):
+        send_and_expect(server, BAD_REQUESTS[name], 400, "bad_request", count=i)
 
 
 def test_bad_request_after_good_ones_on_the_same_connection(server):
@@ -222,6 +231,51 @@ def test_unfinished_headers_get_408(make_server):
     c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")          # never sends the blank line
     assert c.readable(1 + 2 * srv.slow), "no answer to unfinished headers"
     expect_error(srv, c, 408, "header_timeout")
+
+
+def fresh_client_status(srv):
+    """Status a brand-new client gets for GET /healthz, or what happened instead."""
+    c = srv.connect()
+    try:
+        c.sendall(request("GET", "/healthz"))
+        return c.recv_response(timeout=2 * srv.slow).status
+    except (ConnectionClosed, OSError) as e:
+        return "%s (%s)" % (type(e).__name__, e)
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("io_threads", [1, 2])
+def test_client_served_after_the_server_sat_idle_longer_than_header_timeout(make_server, io_threads):
+    srv = make_server(http_header_timeout="1s", io_threads=io_threads)
+    assert fresh_client_status(srv) == 200
+    time.sleep(1.5)                # the scenario: nothing happens for 1.5 s
+    assert [fresh_client_status(srv) for _ in range(3)] == [200] * 3
+
+
+@pytest.mark.parametrize("io_threads", [1, 2])
+def test_next_client_served_right_after_a_slowloris_is_cut(make_server, io_threads):
+    srv = make_server(http_header_timeout="500ms", io_threads=io_threads)
+    got = []
+    for _ in range(5):
+        a = srv.connect()
+        a.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")      # never finished
+        assert a.recv_response(timeout=3 * srv.slow).status == 408
+        _, _, closed = a.wait_closed(timeout=2 * srv.slow)
+        assert closed                  # by the server; the attacker keeps its end open
+        got.append(fresh_client_status(srv))
+    assert got == [200] * 5, got
+    srv.wait_stats(lambda s: s["errors"]["header_timeout"] == 5, what="5 header timeouts")
+
+
+@pytest.mark.parametrize("io_threads", [1, 2])
+def test_client_served_after_a_keepalive_connection_idles_past_header_timeout(make_server, io_threads):
+    srv = make_server(http_header_timeout="1s", http_keepalive_timeout="75s", io_threads=io_threads)
+    idler = srv.connect()
+    assert idler.request("GET", "/healthz").status == 200
+    assert not idler.readable(1.5), "idle keep-alive connection closed before keepalive_timeout"
+    assert [fresh_client_status(srv) for _ in range(3)] == [200] * 3
+    assert idler.request("GET", "/healthz").status == 200
 
 
 def test_silent_connection_closed_quietly_after_header_timeout(make_server):

@@ -66,6 +66,24 @@ def slowdown(binary=None):
     return 3.0 if is_asan(binary or binary_path()) else 1.0
 
 
+def wait_readable(socks, timeout):
+    """The subset of socks (objects with fileno()) readable within timeout
+    seconds; poll(), so descriptors above 1024 work too."""
+    p = select.poll()
+    by_fd = {}
+    for s in socks:
+        by_fd[s.fileno()] = s
+        p.register(s.fileno(), select.POLLIN | select.POLLPRI)
+    events = p.poll(max(0, int(timeout * 1000 + 0.999)) if timeout is not None else None)
+    return [by_fd[fd] for fd, _ in events]
+
+
+def wait_writable(sock, timeout):
+    p = select.poll()
+    p.register(sock.fileno(), select.POLLOUT)
+    return bool(p.poll(max(0, int(timeout * 1000 + 0.999))))
+
+
 def wait_for(predicate, timeout, interval=0.02, what="condition"):
     """Polls predicate() until it returns a truthy value; returns that value.
     Raises AssertionError with the last value seen when the deadline passes."""
@@ -194,8 +212,7 @@ class Conn:
     def readable(self, timeout):
         if self.buf or self.eof:
             return True
-        r, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
-        return bool(r)
+        return bool(wait_readable([self.sock], max(0.0, timeout)))
 
     def _fill(self, deadline):
         """Reads once into the buffer; False on timeout. Sets eof on EOF/reset."""
@@ -204,8 +221,7 @@ class Conn:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        r, _, _ = select.select([self.sock], [], [], remaining)
-        if not r:
+        if not wait_readable([self.sock], remaining):
             return False
         try:
             data = self.sock.recv(262144)
@@ -336,8 +352,7 @@ class Conn:
         while sent < len(data):
             if self.readable(0):
                 break
-            _, w, _ = select.select([], [self.sock], [], max(0.0, deadline - time.monotonic()))
-            if not w:
+            if not wait_writable(self.sock, max(0.0, deadline - time.monotonic())):
                 break
             try:
                 n = self.sock.send(data[sent:sent + piece])
@@ -454,7 +469,11 @@ def run_binary(args, timeout=10.0, binary=None, env=None):
     except subprocess.TimeoutExpired as e:
         raise AssertionError("%s %s still running after %.0fs; stderr: %r"
                              % (binary, " ".join(args), timeout, e.stderr)) from None
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    reports = [l for l in (out + err).splitlines() if SANITIZER_RE.search(l)]
+    if reports:
+        raise AssertionError("%s %s: sanitizer reports:\n%s" % (binary, " ".join(args), err[-8000:]))
+    return p.returncode, out, err
 
 
 class Server:
@@ -613,6 +632,15 @@ class Server:
             self.proc.wait()
         self._close_conns()
 
+    def close_clients(self):
+        """Closes every client connection made through connect()."""
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.conns = []
+
     def _close_conns(self):
         for c in self.conns:
             try:
@@ -665,7 +693,10 @@ class Server:
         hdrs = [("Connection", "close")] + list((headers or {}).items() if isinstance(headers, dict) else headers or [])
         with self.connect() as c:
             c.sendall(request(method, path, headers=hdrs))
-            resp = c.recv_response(timeout=timeout * self.slow, head=(method == "HEAD"))
+            try:
+                resp = c.recv_response(timeout=timeout * self.slow, head=(method == "HEAD"))
+            except ConnectionClosed as e:
+                raise ConnectionClosed("%s %s on a new connection: %s" % (method, path, e)) from None
             c.recv_all(timeout=2.0 * self.slow)     # until the server closes
         self.conns.remove(c)
         return resp
