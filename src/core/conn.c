@@ -221,11 +221,9 @@ static void on_timer(tg_timer_t *t)
 
 /* ---- writing ---- */
 
-int tg_conn_write(tg_conn_t *c, const void *p, size_t n)
+static int queued(tg_conn_t *c, int rc, size_t n)
 {
-    if (c->state != TG_CONN_OPEN)
-        return -EPIPE;
-    if (tg_buf_append(&c->out, &c->loop->chunks, p, n) != 0) {
+    if (rc != 0) {
         tg_counter_add(&c->loop->stats.nomem, 1);
         tg_conn_close(c, TG_CONN_NOMEM);
         return -ENOMEM;
@@ -235,6 +233,20 @@ int tg_conn_write(tg_conn_t *c, const void *p, size_t n)
         tg_list_push(&c->loop->dirty, &c->link);
     }
     return 0;
+}
+
+int tg_conn_write(tg_conn_t *c, const void *p, size_t n)
+{
+    if (c->state != TG_CONN_OPEN)
+        return -EPIPE;
+    return queued(c, tg_buf_append(&c->out, &c->loop->chunks, p, n), n);
+}
+
+int tg_conn_write_ref(tg_conn_t *c, tg_shared_t *s, size_t off, size_t len)
+{
+    if (c->state != TG_CONN_OPEN)
+        return -EPIPE;
+    return queued(c, tg_buf_append_ref(&c->out, &c->loop->chunks, s, off, len), len);
 }
 
 void tg_conn__flush(tg_conn_t *c)

@@ -104,6 +104,9 @@ tg_conn_t *tg_conn_lookup(tg_loop_t *loop, tg_conn_id_t id);
  * batched with anything else queued meanwhile. Returns 0, or -ENOMEM after
  * closing the connection, or -EPIPE when it no longer takes output. */
 int tg_conn_write(tg_conn_t *c, const void *p, size_t n);
+/* Queues bytes [<off>, <off>+<len>) of <s> by reference (a broadcast frame):
+ * no copy; the queue holds a reference until they are written. Same returns. */
+int tg_conn_write_ref(tg_conn_t *c, tg_shared_t *s, size_t off, size_t len);
 static inline size_t tg_conn_pending(const tg_conn_t *c)
 {
     return c->out.len;

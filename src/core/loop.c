@@ -12,10 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/conn.h"
 #include "core/log.h"
 
-#define CHUNKS_KEPT 64 /* free IO chunks a loop keeps: 1 MiB */
+#define CHUNKS_KEPT 64   /* free IO chunks a loop keeps: 1 MiB */
+#define REFS_KEPT   4096 /* free reference chunks: 128 KiB */
 
 typedef struct fd_mail {
     tg_mail_t         mail;
@@ -48,6 +50,8 @@ int tg_loop_init(tg_loop_t *loop, int id)
     loop->now_ms = tg_clock_ms();
     tg_wheel_init(&loop->wheel, loop->now_ms);
     tg_pool_init(&loop->chunks, TG_CHUNK_SIZE, CHUNKS_KEPT);
+    tg_pool_init(&loop->refs, sizeof(tg_chunk_t), REFS_KEPT);
+    loop->chunks.refs = &loop->refs;
     tg_list_init(&loop->dirty);
     tg_list_init(&loop->closed);
     tg_list_init(&loop->slab.free);
@@ -106,6 +110,7 @@ void tg_loop_fini(tg_loop_t *loop)
     tg_conn__free_closed(loop);
     tg_conn__slab_fini(loop);
     tg_pool_fini(&loop->chunks);
+    tg_pool_fini(&loop->refs);
     tg_mbox_fini(&loop->mbox);
     close(loop->epfd);
     loop->epfd = -1;

@@ -69,6 +69,7 @@ struct tg_loop {
     tg_mbox_t       mbox;
     tg_watch_t      mbox_watch;
     tg_pool_t       chunks;    /* TG_CHUNK_SIZE blocks for tg_buf_t */
+    tg_pool_t       refs;      /* tg_buf_t reference chunks (see chunks.refs) */
     char           *rbuf;      /* TG_READ_SIZE scratch for read() */
     tg_conn_slab_t  slab;
     tg_link_t       dirty;     /* connections with output to flush */

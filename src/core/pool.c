@@ -12,6 +12,7 @@ void tg_pool_init(tg_pool_t *p, size_t size, uint32_t keep)
     p->nfree = 0;
     p->keep = keep;
     p->taken = 0;
+    p->refs = NULL;
 }
 
 void tg_pool_fini(tg_pool_t *p)

@@ -18,6 +18,7 @@ typedef struct tg_pool {
     uint32_t         nfree; /* blocks on the free list */
     uint32_t         keep;  /* most blocks kept free */
     uint64_t         taken; /* blocks out, for stats and leak checks */
+    struct tg_pool  *refs;  /* tg_buf: where reference chunks come from (NULL: none) */
 } tg_pool_t;
 
 void tg_pool_init(tg_pool_t *p, size_t size, uint32_t keep);

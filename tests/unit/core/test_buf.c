@@ -51,6 +51,7 @@ static size_t rng_below(size_t n)
 
 struct fixture {
     tg_pool_t pool;
+    tg_pool_t refs;     /* reference chunks */
     tg_buf_t  buf;
     size_t    cap;      /* payload bytes per chunk */
     char     *ref;      /* what the buffer should hold, flat */
@@ -65,6 +66,8 @@ static struct fixture *fixture_new(size_t cap, uint32_t keep)
     if (!f)
         return NULL;
     tg_pool_init(&f->pool, sizeof(tg_chunk_t) + cap, keep);
+    tg_pool_init(&f->refs, sizeof(tg_chunk_t), keep);
+    f->pool.refs = &f->refs;
     f->buf = TG_BUF_INIT;
     f->cap = cap;
     f->ref = malloc(REF_MAX);
@@ -82,6 +85,7 @@ static void fixture_free(struct fixture *f)
 {
     tg_buf_clear(&f->buf, &f->pool);
     tg_pool_fini(&f->pool);
+    tg_pool_fini(&f->refs);
     free(f->ref);
     free(f->scratch);
     free(f);
@@ -115,7 +119,7 @@ static void assert_matches(struct fixture *f)
     assert_true(tg_buf_check(&f->buf));
     assert_int_equal(f->buf.len, f->ref_len);
     assert_int_equal(tg_buf_empty(&f->buf), f->ref_len == 0);
-    assert_int_equal(f->pool.taken, chunks_held(&f->buf));
+    assert_int_equal(f->pool.taken + f->refs.taken, chunks_held(&f->buf));
     if (f->ref_len == 0) {
         assert_null(f->buf.head);
         assert_null(f->buf.tail);
@@ -123,7 +127,7 @@ static void assert_matches(struct fixture *f)
     }
     /* No more chunks than the bytes need, give or take a partly read head
      * and a partly written tail. */
-    assert_true(chunks_held(&f->buf) <= (f->ref_len + f->cap - 1) / f->cap + 1);
+    assert_true(f->pool.taken <= (f->ref_len + f->cap - 1) / f->cap + 1 + f->refs.taken);
     memset(f->scratch, 0xee, f->ref_len);
     assert_int_equal(tg_buf_copy_out(&f->buf, 0, f->scratch, f->ref_len), f->ref_len);
     assert_memory_equal(f->scratch, f->ref, f->ref_len);
@@ -140,6 +144,22 @@ static void append(struct fixture *f, size_t n)
     memcpy(f->ref + f->ref_len, src, n);
     f->ref_len += n;
     free(src);
+    assert_matches(f);
+}
+
+/* Queues <n> bytes of a fresh shared block by reference, from offset <off>;
+ * the buffer's own reference keeps the block alive after ours is dropped. */
+static void append_ref(struct fixture *f, size_t off, size_t n)
+{
+    TG_ASSERT(f->ref_len + n <= REF_MAX);
+    tg_shared_t *s = tg_shared_new(off + n + 3);
+    assert_non_null(s);
+    for (size_t i = 0; i < s->len; i++)
+        s->data[i] = (char)(i >= off && i < off + n ? f->next_byte++ : 0x55);
+    assert_int_equal(tg_buf_append_ref(&f->buf, &f->pool, s, off, n), 0);
+    memcpy(f->ref + f->ref_len, s->data + off, n);
+    f->ref_len += n;
+    tg_shared_unref(s);
     assert_matches(f);
 }
 
@@ -387,11 +407,16 @@ static void random_operations(size_t cap, uint64_t seed, int ops, size_t max_app
     rng_seed(seed);
     for (int op = 0; op < ops; op++) {
         unsigned r = (unsigned)(rng_next() % 100);
-        if (r < 40) {
+        if (r < 30) {
             size_t n = rng_below(rng_below(4) == 0 ? max_append * 8 : max_append + 1);
             if (f->ref_len + n > REF_MAX / 2)
                 n = 0;
             append(f, n);
+        } else if (r < 40) {
+            size_t n = rng_below(max_append * 2 + 1);
+            if (f->ref_len + n > REF_MAX / 2)
+                n = 0;
+            append_ref(f, rng_below(5), n);
         } else if (r < 75) {
             /* Often at or just around a chunk boundary. */
             size_t n = rng_below(f->ref_len + 1);
@@ -420,6 +445,7 @@ static void random_operations(size_t cap, uint64_t seed, int ops, size_t max_app
     consume(f, f->ref_len);
     assert_null(f->buf.head);
     assert_int_equal(f->pool.taken, 0);
+    assert_int_equal(f->refs.taken, 0);
     fixture_free(f);
 }
 
@@ -429,6 +455,33 @@ static void random_operations_match_a_flat_reference(void **state)
     random_operations(7, 12, 40000, 100);
     random_operations(64, 13, 40000, 300);
     random_operations(TG_CHUNK_SIZE - sizeof(tg_chunk_t), 14, 5000, 40000); /* a loop's */
+}
+
+/* Bytes appended after a reference go to a new owned chunk, never into the
+ * shared block; consuming drops the buffer's reference. */
+static void references_share_bytes_without_copying(void **state)
+{
+    struct fixture *f = *state;
+    tg_shared_t *s = tg_shared_new(10);
+    assert_non_null(s);
+    memcpy(s->data, "0123456789", 10);
+    append(f, 3);
+    assert_int_equal(tg_buf_append_ref(&f->buf, &f->pool, s, 2, 5), 0);
+    memcpy(f->ref + f->ref_len, "23456", 5);
+    f->ref_len += 5;
+    assert_int_equal(atomic_load(&s->refs), 2);
+    append(f, 4);
+    assert_memory_equal(s->data, "0123456789", 10);
+    struct iovec iov[8];
+    int n = tg_buf_iov(&f->buf, iov, 8);
+    assert_true(n >= 3);
+    assert_ptr_equal(iov[1].iov_base, s->data + 2); /* the shared bytes themselves */
+    consume(f, 3 + 4);                              /* into the reference */
+    assert_int_equal(atomic_load(&s->refs), 2);
+    consume(f, 1);                                  /* past it: reference dropped */
+    assert_int_equal(atomic_load(&s->refs), 1);
+    assert_int_equal(f->refs.taken, 0);
+    tg_shared_unref(s);
 }
 
 int main(void)
@@ -446,6 +499,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(consume_partial_and_whole_chunks, setup_cap7, teardown),
         cmocka_unit_test_setup_teardown(clear_gives_every_chunk_back, setup_cap7, teardown),
         cmocka_unit_test_setup_teardown(copy_out_at_offsets, setup_cap7, teardown),
+        cmocka_unit_test_setup_teardown(references_share_bytes_without_copying, setup_cap7,
+                                        teardown),
         cmocka_unit_test(random_operations_match_a_flat_reference),
     };
     if (getenv("TG_TEST_FILTER")) /* e.g. TG_TEST_FILTER='pool*' */

@@ -395,6 +395,36 @@ static void id_from_another_loop_is_refused(void **state)
 
 /* ---- bytes both ways ---- */
 
+/* A shared frame queued on two connections reaches both peers in order with
+ * owned bytes around it, and each queue's reference goes once written. */
+static void shared_frame_reaches_every_peer_without_copy(void **state)
+{
+    struct fixture *f = *state;
+    int p1, p2;
+    tg_conn_t *a = adopt_pair(f, &f->loop, &p1);
+    tg_conn_t *b = adopt_pair(f, &f->loop, &p2);
+    assert_non_null(a);
+    assert_non_null(b);
+    tg_shared_t *frame = tg_shared_new(5);
+    assert_non_null(frame);
+    memcpy(frame->data, "FRAME", 5);
+    assert_int_equal(tg_conn_write(a, "<", 1), 0);
+    assert_int_equal(tg_conn_write_ref(a, frame, 0, 5), 0);
+    assert_int_equal(tg_conn_write(a, ">", 1), 0);
+    assert_int_equal(tg_conn_write_ref(b, frame, 1, 3), 0);
+    assert_int_equal(atomic_load(&frame->refs), 3);
+    tg_loop_run_once(&f->loop, 0);
+    char buf[16];
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 7);
+    assert_memory_equal(buf, "<FRAME>", 7);
+    assert_int_equal(peer_read(p2, buf, sizeof(buf)), 3);
+    assert_memory_equal(buf, "RAM", 3);
+    assert_int_equal(atomic_load(&frame->refs), 1);
+    assert_int_equal(f->loop.refs.taken, 0);
+    assert_int_equal(f->loop.chunks.taken, 0);
+    tg_shared_unref(frame);
+}
+
 static void written_bytes_reach_the_peer_after_one_iteration(void **state)
 {
     struct fixture *f = *state;
@@ -785,6 +815,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(live_connections_have_distinct_ids_across_slab_chunks,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(id_from_another_loop_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(shared_frame_reaches_every_peer_without_copy, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(written_bytes_reach_the_peer_after_one_iteration, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(large_write_drains_as_the_peer_reads, setup, teardown),
