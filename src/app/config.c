@@ -46,6 +46,18 @@ const tg_config_key_t tg_config_keys[] = {
       "a client that reads none of its pending output for this long is cut" },
     { "http.max_output", TG_CFG_SIZE, F(http.max_out), 1024, 1 << 30, "256k",
       "queued output per connection past which reading pauses (pipelining)" },
+    { "push.history_len", TG_CFG_INT, F(push_history_len), 0, 1000000, "100",
+      "messages each channel keeps for resume and pull" },
+    { "push.history_age", TG_CFG_DURATION, F(push_history_age_ms), 0, DAY_MS * 30, "0s",
+      "messages older than this are dropped from history; 0s = no age limit" },
+    { "push.client_publish", TG_CFG_BOOL, F(push_client_publish), 0, 1, "true",
+      "connected clients may publish with the pub command" },
+    { "push.max_output", TG_CFG_SIZE, F(push_max_output), 4096, 1ull << 32, "1m",
+      "output queued for one subscriber past which it is cut as a slow consumer" },
+    { "ws.max_message", TG_CFG_SIZE, F(ws_max_message), 125, 1ull << 30, "64k",
+      "largest WebSocket message a client may send; larger closes with 1009" },
+    { "ws.ping_interval", TG_CFG_DURATION, F(ws_ping_ms), 0, DAY_MS, "30s",
+      "ping WebSocket clients this often so proxies keep the connection; 0s = never" },
     { NULL },
 };
 

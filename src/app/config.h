@@ -21,6 +21,12 @@ typedef struct tg_config {
     char             log_file[256]; /* empty: stderr */
     uint32_t         shutdown_grace_ms;
     tg_http_limits_t http;
+    uint32_t         push_history_len;    /* messages kept per channel */
+    uint32_t         push_history_age_ms; /* 0: no age limit */
+    bool             push_client_publish; /* clients may publish over their connection */
+    uint64_t         push_max_output;     /* slow consumer cap per connection */
+    uint64_t         ws_max_message;
+    uint32_t         ws_ping_ms;          /* 0: no pings */
 } tg_config_t;
 
 typedef enum tg_config_type {

@@ -25,6 +25,8 @@ static void respond_text(tg_http_req_t *r, int status, const char *ctype, const 
 static void handle(tg_http_req_t *r, void *arg)
 {
     tg_server_t *s = arg;
+    if (tg_apphub_route(&s->hub, r))
+        return;
     bool get = r->head || strcmp(r->method, "GET") == 0;
     bool known = path_is(r, "/healthz") || path_is(r, "/stats") || path_is(r, "/metrics");
     if (!known) {
@@ -137,6 +139,19 @@ int tg_server_start(tg_server_t *s, const tg_config_t *cfg, char *err, size_t ca
         s->loops[i].drain_ms = cfg->http.send_timeout_ms;
         s->loop_ptrs[i] = &s->loops[i];
     }
+    tg_chan_opts_t chan_defaults = {
+        .history_len = cfg->push_history_len,
+        .history_age_ms = cfg->push_history_age_ms,
+        .mode = TG_MODE_ALL,
+        .client_publish = cfg->push_client_publish,
+    };
+    s->push = tg_push_create(s->loop_ptrs, s->nloops, &chan_defaults, NULL, 0);
+    if (!s->push) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    tg_wsconn_cfg_t ws = { .max_message = cfg->ws_max_message, .ping_ms = cfg->ws_ping_ms };
+    tg_apphub_init(&s->hub, s->push, s->nloops, &ws, cfg->push_max_output);
     if (!cfg->reuseport && (rc = tg_acceptor_init(&s->acceptor, s->loop_ptrs, s->nloops)) != 0) {
         snprintf(err, cap, "acceptor: %s", strerror(-rc));
         goto fail;
@@ -182,6 +197,8 @@ void tg_server_stop(tg_server_t *s)
     bool workers = s->workers.threads != NULL;
     if (workers)
         tg_workers_stop(&s->workers);
+    if (s->push)
+        tg_push_closing(s->push); /* mail still queued is released, not acted on */
     for (int i = 0; s->loops && i < s->nloops; i++) {
         if (s->listeners && s->listeners[i].w.fd != -1)
             tg_listener_close(&s->listeners[i]);
@@ -189,6 +206,8 @@ void tg_server_stop(tg_server_t *s)
     }
     if (workers)
         tg_workers_fini(&s->workers);
+    tg_push_destroy(s->push);
+    s->push = NULL;
     if (s->http.loops)
         tg_http_server_fini(&s->http);
     free(s->listeners);

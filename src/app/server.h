@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "app/config.h"
+#include "app/hub.h"
 #include "core/accept.h"
 #include "core/loop.h"
 #include "core/worker.h"
@@ -21,6 +22,8 @@ typedef struct tg_server {
     tg_listener_t   *listeners; /* reuseport mode: one per loop */
     tg_http_server_t http;
     tg_workers_t     workers;
+    tg_push_t       *push;
+    tg_apphub_t      hub;
     uint64_t         started_ms;
     char             bound[80]; /* the address actually listened on */
 } tg_server_t;

@@ -17,6 +17,13 @@ static const tg_close_info_t table[TG_CLOSE_MAX] = {
     [TG_CLOSE_HEADER_TIMEOUT]     = { "header_timeout", 408, 1002, true },
     [TG_CLOSE_BODY_TIMEOUT]       = { "body_timeout", 408, 1002, true },
     [TG_CLOSE_SEND_TIMEOUT]       = { "send_timeout", 0, 1008, true },
+    [TG_CLOSE_PROTOCOL]           = { "protocol_error", 400, 1002, true },
+    [TG_CLOSE_INVALID_DATA]       = { "invalid_data", 400, 1007, true },
+    [TG_CLOSE_TOO_BIG]            = { "message_too_big", 413, 1009, true },
+    [TG_CLOSE_UNSUPPORTED]        = { "unsupported_data", 400, 1003, true },
+    [TG_CLOSE_POLICY]             = { "policy", 400, 1008, true },
+    [TG_CLOSE_SLOW]               = { "slow_consumer", 0, 1008, true },
+    [TG_CLOSE_PING_TIMEOUT]       = { "ping_timeout", 0, 1001, true },
 };
 
 static const tg_close_info_t other = { "other", 500, 1011, true };

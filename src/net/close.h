@@ -26,6 +26,13 @@ typedef enum tg_close {
     TG_CLOSE_HEADER_TIMEOUT,
     TG_CLOSE_BODY_TIMEOUT,
     TG_CLOSE_SEND_TIMEOUT,
+    TG_CLOSE_PROTOCOL,      /* WebSocket or frame protocol violation */
+    TG_CLOSE_INVALID_DATA,  /* bad UTF-8, or a message that does not inflate */
+    TG_CLOSE_TOO_BIG,       /* a message over the size limit */
+    TG_CLOSE_UNSUPPORTED,   /* a binary frame where commands are text */
+    TG_CLOSE_POLICY,        /* too many bad commands */
+    TG_CLOSE_SLOW,          /* output over the cap on an all-mode channel */
+    TG_CLOSE_PING_TIMEOUT,  /* no answer to pings */
     TG_CLOSE_MAX
 } tg_close_t;
 

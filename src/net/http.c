@@ -55,8 +55,19 @@ typedef struct http_conn {
     bool              expect_continue;
     bool              close_after;
     bool              responded;
-    bool              waiting;    /* reads paused until output drains */
+    bool              waiting;    /* reads paused until output drains or a deferred answer */
+    bool              deferred;   /* the handler answers later */
+    tg_http_abort_cb *abort;      /* told if the connection closes first */
+    void             *abort_arg;
+    const tg_proto_t *takeover;   /* the protocol the connection switches to */
+    void             *takeover_data;
 } http_conn_t;
+
+static bool finish_request(http_conn_t *hc);
+static void hand_over(http_conn_t *hc, const char *p, size_t n);
+static void answered_later(http_conn_t *hc);
+static void replay_pending(http_conn_t *hc);
+static void settle(tg_conn_t *c);
 
 static tg_http_server_t *server_of(tg_conn_t *c)
 {
@@ -360,6 +371,8 @@ static void request_reset(http_conn_t *hc)
     hc->field_off = hc->value_off = 0;
     hc->expect_continue = false;
     hc->responded = false;
+    hc->deferred = false;
+    hc->abort = NULL;
     hc->event = EV_NONE;
     hc->phase = PH_IDLE;
 }
@@ -421,6 +434,74 @@ void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, c
     if (!req->head && len > 0)
         (void)tg_conn_write(c, body, len);
     tg_counter_add(&hl->responses[status / 100 <= 5 ? status / 100 : 0], 1);
+    if (hc->deferred)
+        answered_later(hc);
+}
+
+void tg_http_respond_head(tg_http_req_t *req, int status, const char *extra)
+{
+    http_conn_t *hc = tg_container_of(req, http_conn_t, req);
+    tg_http_loop_t *hl = loop_of(hc);
+    TG_ASSERT(!hc->responded);
+    hc->responded = true;
+    char head[256];
+    int n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nServer: %s\r\n%s", status,
+                     tg_http_reason(status), hc->srv->server_name, date_line(hl));
+    if (tg_conn_write(hc->conn, head, (size_t)n) != 0)
+        return;
+    if (extra && tg_conn_write(hc->conn, extra, strlen(extra)) != 0)
+        return;
+    (void)tg_conn_write(hc->conn, "\r\n", 2);
+    tg_counter_add(&hl->responses[status / 100 <= 5 ? status / 100 : 0], 1);
+}
+
+void tg_http_defer(tg_http_req_t *req, tg_http_abort_cb *abort, void *arg)
+{
+    http_conn_t *hc = tg_container_of(req, http_conn_t, req);
+    hc->deferred = true;
+    hc->abort = abort;
+    hc->abort_arg = arg;
+}
+
+void tg_http_takeover(tg_http_req_t *req, const tg_proto_t *proto, void *data)
+{
+    http_conn_t *hc = tg_container_of(req, http_conn_t, req);
+    TG_ASSERT(hc->responded && !hc->deferred);
+    hc->takeover = proto;
+    hc->takeover_data = data;
+}
+
+const tg_str_t *tg_http_header(const tg_http_req_t *req, const char *name)
+{
+    size_t n = strlen(name);
+    for (unsigned i = 0; i < req->nheaders; i++)
+        if (req->headers[i].name.len == n && strncasecmp(req->headers[i].name.p, name, n) == 0)
+            return &req->headers[i].value;
+    return NULL;
+}
+
+bool tg_http_header_has(const tg_http_req_t *req, const char *name, const char *token)
+{
+    size_t tlen = strlen(token), nlen = strlen(name);
+    for (unsigned i = 0; i < req->nheaders; i++) {
+        const tg_http_header_t *h = &req->headers[i];
+        if (h->name.len != nlen || strncasecmp(h->name.p, name, nlen) != 0)
+            continue;
+        const char *v = h->value.p, *end = v + h->value.len;
+        while (v < end) {
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+                v++;
+            const char *start = v;
+            while (v < end && *v != ',')
+                v++;
+            const char *stop = v;
+            while (stop > start && (stop[-1] == ' ' || stop[-1] == '\t'))
+                stop--;
+            if ((size_t)(stop - start) == tlen && strncasecmp(start, token, tlen) == 0)
+                return true;
+        }
+    }
+    return false;
 }
 
 /* Refuses the request in progress with its status (if any), then closes. */
@@ -486,11 +567,12 @@ static void dispatch(http_conn_t *hc)
     r->body = &hc->body;
     tg_counter_add(&loop_of(hc)->requests, 1);
     hc->srv->handler(r, hc->srv->arg);
-    if (!hc->responded && tg_conn_open(hc->conn)) {
+    if (!hc->responded && !hc->deferred && tg_conn_open(hc->conn)) {
         static const char msg[] = "500 no response\n";
         tg_http_respond(r, 500, "text/plain", NULL, msg, sizeof(msg) - 1);
     }
 }
+
 
 /* Acts on a pause of the parser. Returns false when the bytes after it must
  * not be parsed now (closing, or waiting). */
@@ -527,8 +609,22 @@ static bool on_event(http_conn_t *hc)
     tg_conn_timer_cancel(c);
     resolve_headers(hc);
     dispatch(hc);
-    if (!tg_conn_open(c))
+    if (!tg_conn_open(c) || hc->takeover)
         return false;
+    if (hc->deferred && !hc->responded) {
+        hc->waiting = true; /* what follows waits for the answer */
+        tg_conn_pause(c);
+        return true;
+    }
+    return finish_request(hc);
+}
+
+/* The answer to the current request is queued: get ready for the next one.
+ * Returns false when the connection is closing. */
+static bool finish_request(http_conn_t *hc)
+{
+    tg_conn_t *c = hc->conn;
+    const tg_http_limits_t *lim = &hc->srv->limits;
     if (hc->parser.upgrade)
         hc->close_after = true; /* no protocol to switch to on this route */
     request_reset(hc);
@@ -574,8 +670,11 @@ static void feed(http_conn_t *hc, const char *p, size_t n)
                 llhttp_resume(&hc->parser);
             else
                 llhttp_resume_after_upgrade(&hc->parser);
-            if (!on_event(hc))
+            if (!on_event(hc)) {
+                if (hc->takeover && tg_conn_open(c))
+                    hand_over(hc, p, n);
                 return;
+            }
             resumed = e == HPE_PAUSED && hc->phase == PH_BODY;
             continue;
         }
@@ -623,8 +722,10 @@ static void http_data(tg_conn_t *c, const char *p, size_t n)
         tg_conn_close(c, TG_CLOSE_NOMEM);
         return;
     }
+    const tg_proto_t *me = c->proto;
     feed(hc, p, n);
-    settle(c);
+    if (c->proto == me) /* not taken over by another protocol */
+        settle(c);
 }
 
 static void http_drained(tg_conn_t *c)
@@ -635,23 +736,39 @@ static void http_drained(tg_conn_t *c)
             tg_conn_close_after_flush(c, TG_CLOSE_SHUTDOWN);
         return;
     }
-    if (!hc->waiting)
+    if (!hc->waiting || hc->deferred)
         return;
+    replay_pending(hc);
+}
+
+/* Reading resumes: parse what was held back. If reading must pause again,
+ * feed() holds the rest back anew, in order, behind what it keeps. */
+static void replay_pending(http_conn_t *hc)
+{
+    tg_conn_t *c = hc->conn;
+    const tg_proto_t *me = c->proto;
     hc->waiting = false;
     tg_conn_resume(c);
     const tg_http_limits_t *lim = &hc->srv->limits;
     tg_conn_timer_arm(c, hc->phase == PH_BODY ? lim->body_timeout_ms
                          : hc->phase == PH_HEAD ? lim->header_timeout_ms
                                                 : lim->keepalive_timeout_ms);
-    /* Parse what was held back; if output fills up again, feed() holds the
-     * rest back anew, in order, behind what it keeps. */
     tg_buf_t in = hc->pending;
     hc->pending = TG_BUF_INIT;
+    struct iovec iov;
     while (!tg_buf_empty(&in) && tg_conn_open(c)) {
-        struct iovec iov;
         tg_buf_iov(&in, &iov, 1);
         feed(hc, iov.iov_base, iov.iov_len);
         tg_buf_consume(&in, &c->loop->chunks, iov.iov_len);
+        if (c->proto != me) { /* taken over: the rest is the new protocol's */
+            while (!tg_buf_empty(&in) && tg_conn_open(c) && c->proto->on_data) {
+                tg_buf_iov(&in, &iov, 1);
+                c->proto->on_data(c, iov.iov_base, iov.iov_len);
+                tg_buf_consume(&in, &c->loop->chunks, iov.iov_len);
+            }
+            tg_buf_clear(&in, &c->loop->chunks);
+            return;
+        }
         if (tg_conn_open(c) && hc->waiting) {
             while (!tg_buf_empty(&in)) {
                 tg_buf_iov(&in, &iov, 1);
@@ -665,6 +782,43 @@ static void http_drained(tg_conn_t *c)
     }
     tg_buf_clear(&in, &c->loop->chunks);
     settle(c);
+}
+
+/* A deferred request was answered: carry on with the connection. */
+static void answered_later(http_conn_t *hc)
+{
+    hc->deferred = false;
+    hc->abort = NULL;
+    if (!finish_request(hc))
+        return;
+    if (hc->waiting && tg_conn_pending(hc->conn) <= hc->srv->limits.max_out)
+        replay_pending(hc);
+    else
+        settle(hc->conn);
+}
+
+/* The connection switches protocol: HTTP lets go of it, and what was read
+ * past the request goes to the new protocol. */
+static void hand_over(http_conn_t *hc, const char *p, size_t n)
+{
+    tg_conn_t *c = hc->conn;
+    const tg_proto_t *proto = hc->takeover;
+    void *data = hc->takeover_data;
+    tg_buf_t held = hc->pending;
+    hc->pending = TG_BUF_INIT;
+    state_give(c); /* the timer is the new protocol's now (HTTP's ended at dispatch) */
+    c->proto = proto;
+    c->data = data;
+    tg_conn_resume(c);
+    struct iovec iov;
+    while (!tg_buf_empty(&held) && tg_conn_open(c) && c->proto == proto) {
+        tg_buf_iov(&held, &iov, 1);
+        proto->on_data(c, iov.iov_base, iov.iov_len);
+        tg_buf_consume(&held, &c->loop->chunks, iov.iov_len);
+    }
+    tg_buf_clear(&held, &c->loop->chunks);
+    if (n > 0 && tg_conn_open(c) && c->proto == proto)
+        proto->on_data(c, p, n);
 }
 
 static void http_timer(tg_conn_t *c)
@@ -699,6 +853,12 @@ static void http_stop(tg_conn_t *c)
 static void http_close(tg_conn_t *c, int reason)
 {
     (void)reason;
+    http_conn_t *hc = c->data;
+    if (hc && hc->deferred && !hc->responded && hc->abort) {
+        tg_http_abort_cb *abort = hc->abort;
+        hc->abort = NULL;
+        abort(hc->abort_arg);
+    }
     state_give(c);
 }
 

@@ -94,6 +94,29 @@ void tg_http_server_fini(tg_http_server_t *s);
 void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, const char *extra,
                      const void *body, size_t len);
 
+/* Writes only the status line, Server, Date, the lines of <extra> (each ending
+ * in CRLF) and the blank line: for responses whose body is streamed by the
+ * protocol that takes the connection over (101 for WebSocket, SSE). */
+void tg_http_respond_head(tg_http_req_t *req, int status, const char *extra);
+
+/* The handler answers later: <req> stays valid until a tg_http_respond*() for
+ * it, or until <abort>(<arg>) runs because the connection closed first (then
+ * <req> must not be touched again). Reading pauses meanwhile: pipelined
+ * requests wait their turn. */
+typedef void tg_http_abort_cb(void *arg);
+void tg_http_defer(tg_http_req_t *req, tg_http_abort_cb *abort, void *arg);
+
+/* After tg_http_respond_head: the connection speaks <proto> from now on, with
+ * <data> as its state (tg_conn_t.data). Bytes already read past this request
+ * are handed to proto->on_data. HTTP's state is released. Synchronous
+ * handlers only. */
+void tg_http_takeover(tg_http_req_t *req, const tg_proto_t *proto, void *data);
+
+/* The value of the first header named <name> (case-insensitive), or NULL. */
+const tg_str_t *tg_http_header(const tg_http_req_t *req, const char *name);
+/* Whether the comma-separated header <name> lists <token> (case-insensitive). */
+bool tg_http_header_has(const tg_http_req_t *req, const char *name, const char *token);
+
 /* The reason phrase of <status> ("OK", "Not Found", ...). */
 const char *tg_http_reason(int status);
 

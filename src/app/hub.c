@@ -1,0 +1,387 @@
+/* app/hub.c - see hub.h. */
+#include "app/hub.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/sbuf.h"
+#include "net/close.h"
+
+/* A session's subscription to one channel. */
+typedef struct hub_sub {
+    tg_sub_t      sub;
+    tg_link_t     item;    /* in session->items */
+    tg_session_t *session;
+    tg_apphub_t  *hub;
+    uint8_t       id_len;  /* the sub command's id, echoed when ready */
+    char          id[31];
+} hub_sub_t;
+
+static hub_sub_t *hs_of(tg_sub_t *s)
+{
+    return tg_container_of(s, hub_sub_t, sub);
+}
+
+static tg_msgview_t view_of(const tg_msg_t *m)
+{
+    return (tg_msgview_t){ tg_msg_chan(m), m->pos, m->kind, tg_msg_payload(m), m->len };
+}
+
+static void reply(tg_session_t *s, const char *type, tg_str_t ch, const tg_pos_t *pos,
+                  tg_str_t id)
+{
+    char buf[384], p[TG_POS_TEXT_MAX];
+    int n = snprintf(buf, sizeof(buf), "{\"type\":\"%s\",\"ch\":\"%.*s\"", type, (int)ch.len, ch.p);
+    if (pos) {
+        tg_pos_format(*pos, p);
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"pos\":\"%s\"", p);
+    }
+    if (id.len)
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"id\":%.*s", (int)id.len, id.p);
+    n += snprintf(buf + n, sizeof(buf) - (size_t)n, "}");
+    s->transport->send_json(s, buf, (size_t)n);
+}
+
+/* ---- push's side of a subscription ---- */
+
+static void sub_ready(tg_sub_t *sub, tg_pos_t pos, const tg_gap_t *gap, tg_msg_t *const *backlog,
+                      size_t n)
+{
+    hub_sub_t *hs = hs_of(sub);
+    tg_session_t *s = hs->session;
+    tg_str_t ch = tg_sub_chan(sub);
+    reply(s, "sub", ch, &pos, (tg_str_t){ hs->id, hs->id_len });
+    if (gap) {
+        char buf[384], from[TG_POS_TEXT_MAX], to[TG_POS_TEXT_MAX];
+        tg_pos_format(gap->from, from);
+        tg_pos_format(gap->pos, to);
+        int k = snprintf(buf, sizeof(buf), "{\"type\":\"gap\",\"ch\":\"%.*s\",\"from\":\"%s\","
+                                           "\"pos\":\"%s\"}",
+                         (int)ch.len, ch.p, from, to);
+        s->transport->send_json(s, buf, (size_t)k);
+    }
+    for (size_t i = 0; i < n && tg_conn_open(s->conn); i++) {
+        tg_shared_t *cache[TG_SLOTS] = { 0 };
+        tg_msgview_t v = view_of(backlog[i]);
+        s->transport->send_msg(s, &v, cache);
+        for (int k = 0; k < TG_SLOTS; k++)
+            tg_shared_unref(cache[k]);
+    }
+}
+
+static void sub_deliver(tg_sub_t *sub, tg_delivery_t *d)
+{
+    hub_sub_t *hs = hs_of(sub);
+    tg_session_t *s = hs->session;
+    tg_msgview_t v = view_of(d->msg);
+    s->transport->send_msg(s, &v, d->frames);
+    /* An all-mode subscriber that cannot keep up is let go with a reason; it
+     * resumes from its last position. Others are not slowed by it. */
+    if (tg_conn_open(s->conn) && s->transport->backlog(s) > hs->hub->max_output) {
+        tg_log_info("hub: connection %llx is a slow consumer on %.*s",
+                    (unsigned long long)tg_conn_id(s->conn), (int)v.ch.len, v.ch.p);
+        s->transport->close(s, TG_CLOSE_SLOW, "slow consumer: resume from your last position");
+    }
+}
+
+static size_t sub_behind(tg_sub_t *sub)
+{
+    tg_session_t *s = hs_of(sub)->session;
+    return s->transport->backlog(s);
+}
+
+static const tg_sub_ops_t sub_ops = { sub_ready, sub_deliver, sub_behind };
+
+/* ---- sessions ---- */
+
+static hub_sub_t *find_sub(tg_session_t *s, tg_str_t ch)
+{
+    for (tg_link_t *l = s->items.next; l != &s->items; l = l->next) {
+        hub_sub_t *hs = tg_container_of(l, hub_sub_t, item);
+        tg_str_t name = tg_sub_chan(&hs->sub);
+        if (name.len == ch.len && memcmp(name.p, ch.p, ch.len) == 0)
+            return hs;
+    }
+    return NULL;
+}
+
+static int subscribe(tg_apphub_t *h, tg_session_t *s, tg_str_t ch, const tg_pos_t *from,
+                     tg_str_t id)
+{
+    if (find_sub(s, ch)) {
+        tg_session_error(s, "bad_command", "already subscribed", id);
+        return -EEXIST;
+    }
+    hub_sub_t *hs = calloc(1, sizeof(*hs));
+    if (!hs) {
+        tg_session_error(s, "internal", "out of memory", id);
+        return -ENOMEM;
+    }
+    hs->sub.ops = &sub_ops;
+    hs->session = s;
+    hs->hub = h;
+    if (id.len > 0 && id.len < sizeof(hs->id)) {
+        memcpy(hs->id, id.p, id.len);
+        hs->id_len = (uint8_t)id.len;
+    }
+    tg_list_push(&s->items, &hs->item);
+    int rc = tg_push_subscribe(h->push, s->conn->loop, &hs->sub, ch, from);
+    if (rc != 0) {
+        tg_link_remove(&hs->item);
+        free(hs);
+        tg_session_error(s, "internal", "out of memory", id);
+    }
+    return rc;
+}
+
+static void drop_sub(tg_apphub_t *h, hub_sub_t *hs)
+{
+    tg_push_unsubscribe(h->push, &hs->sub);
+    tg_link_remove(&hs->item);
+    free(hs);
+}
+
+typedef struct pub_ctx {
+    tg_conn_id_t conn;     /* the session that asked, if it still exists */
+    uint8_t      id_len;
+    char         id[31];
+    uint8_t      ch_len;
+    char         ch[TG_CHAN_NAME_MAX];
+    tg_loop_t   *loop;
+    tg_http_req_t *req;    /* HTTP publish: answered when done; NULL once aborted */
+} pub_ctx_t;
+
+static void session_pub_done(void *arg, tg_pos_t pos)
+{
+    pub_ctx_t *pc = arg;
+    tg_conn_t *c = tg_conn_lookup(pc->loop, pc->conn);
+    if (c && c->data) { /* a session's connection: c->data starts with its session */
+        tg_session_t *s = c->data;
+        if (pos.epoch == 0)
+            tg_session_error(s, "internal", "not published", (tg_str_t){ pc->id, pc->id_len });
+        else
+            reply(s, "pub", (tg_str_t){ pc->ch, pc->ch_len }, &pos,
+                  (tg_str_t){ pc->id, pc->id_len });
+    }
+    free(pc);
+}
+
+static void hub_command(tg_hub_t *base, tg_session_t *s, const tg_cmd_t *cmd)
+{
+    tg_apphub_t *h = (tg_apphub_t *)base;
+    switch (cmd->op) {
+    case TG_CMD_SUB:
+        subscribe(h, s, cmd->ch, cmd->has_from ? &cmd->from : NULL, cmd->id);
+        break;
+    case TG_CMD_UNSUB: {
+        hub_sub_t *hs = find_sub(s, cmd->ch);
+        if (!hs) {
+            tg_session_error(s, "bad_command", "not subscribed", cmd->id);
+            break;
+        }
+        drop_sub(h, hs);
+        reply(s, "unsub", cmd->ch, NULL, cmd->id);
+        break;
+    }
+    case TG_CMD_PUB: {
+        if (!tg_push_opts(h->push, cmd->ch)->client_publish) {
+            tg_session_error(s, "forbidden", "clients may not publish here", cmd->id);
+            break;
+        }
+        pub_ctx_t *pc = calloc(1, sizeof(*pc));
+        tg_msg_t *m = pc ? tg_msg_new_kind(cmd->ch, cmd->data.p, cmd->data.len, h->nloops,
+                                           TG_PAYLOAD_JSON)
+                         : NULL;
+        if (!m) {
+            free(pc);
+            tg_session_error(s, "internal", "out of memory", cmd->id);
+            break;
+        }
+        pc->conn = tg_conn_id(s->conn);
+        pc->loop = s->conn->loop;
+        memcpy(pc->ch, cmd->ch.p, cmd->ch.len);
+        pc->ch_len = (uint8_t)cmd->ch.len;
+        if (cmd->id.len > 0 && cmd->id.len < sizeof(pc->id)) {
+            memcpy(pc->id, cmd->id.p, cmd->id.len);
+            pc->id_len = (uint8_t)cmd->id.len;
+        }
+        if (tg_push_publish(h->push, s->conn->loop, m, session_pub_done, pc) != 0) {
+            free(pc);
+            tg_session_error(s, "internal", "out of memory", cmd->id);
+        }
+        break;
+    }
+    case TG_CMD_PING: {
+        char buf[96];
+        int n = cmd->id.len && cmd->id.len < 64
+                    ? snprintf(buf, sizeof(buf), "{\"type\":\"pong\",\"id\":%.*s}",
+                               (int)cmd->id.len, cmd->id.p)
+                    : snprintf(buf, sizeof(buf), "{\"type\":\"pong\"}");
+        s->transport->send_json(s, buf, (size_t)n);
+        break;
+    }
+    case TG_CMD_CALL:
+        tg_session_error(s, "no_such_route", "no backend routes are configured", cmd->id);
+        break;
+    }
+}
+
+static void hub_close(tg_hub_t *base, tg_session_t *s)
+{
+    tg_apphub_t *h = (tg_apphub_t *)base;
+    while (!tg_list_empty(&s->items))
+        drop_sub(h, tg_container_of(s->items.next, hub_sub_t, item));
+}
+
+static void hub_drained(tg_hub_t *base, tg_session_t *s)
+{
+    tg_apphub_t *h = (tg_apphub_t *)base;
+    for (tg_link_t *l = s->items.next, *next; l != &s->items; l = next) {
+        next = l->next;
+        tg_push_sub_drained(h->push, &tg_container_of(l, hub_sub_t, item)->sub);
+        if (!tg_conn_open(s->conn))
+            return;
+    }
+}
+
+/* ---- HTTP routes ---- */
+
+static bool prefix(tg_str_t path, const char *p, tg_str_t *rest)
+{
+    size_t n = strlen(p);
+    if (path.len < n || memcmp(path.p, p, n) != 0)
+        return false;
+    *rest = (tg_str_t){ path.p + n, path.len - n };
+    return true;
+}
+
+/* The value of query parameter <name>, raw (positions and modes need no decoding). */
+static bool query_param(tg_str_t q, const char *name, tg_str_t *out)
+{
+    size_t n = strlen(name);
+    const char *p = q.p, *end = q.p + q.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > n && memcmp(p, name, n) == 0 && p[n] == '=') {
+            *out = (tg_str_t){ p + n + 1, (size_t)(stop - p - (ptrdiff_t)n - 1) };
+            return true;
+        }
+        p = stop + 1;
+    }
+    return false;
+}
+
+static void http_pub_done(void *arg, tg_pos_t pos)
+{
+    pub_ctx_t *pc = arg;
+    if (pc->req) {
+        tg_http_req_t *req = pc->req;
+        if (pos.epoch == 0) {
+            tg_http_respond(req, 503, "text/plain", NULL, "503 not published\n", 18);
+        } else {
+            char body[320], p[TG_POS_TEXT_MAX];
+            tg_str_t ch = { pc->ch, pc->ch_len };
+            tg_pos_format(pos, p);
+            int n = snprintf(body, sizeof(body), "{\"ch\":\"%.*s\",\"pos\":\"%s\"}\n", (int)ch.len,
+                             ch.p, p);
+            tg_http_respond(req, 202, "application/json", NULL, body, (size_t)n);
+        }
+    }
+    free(pc);
+}
+
+static void http_pub_abort(void *arg)
+{
+    ((pub_ctx_t *)arg)->req = NULL; /* freed when the publish completes */
+}
+
+static void http_publish(tg_apphub_t *h, tg_http_req_t *req, tg_str_t ch)
+{
+    static const char bad[] = "400 bad channel name\n";
+    if (!tg_chan_name_valid(ch.p, ch.len)) {
+        tg_http_respond(req, 400, "text/plain", NULL, bad, sizeof(bad) - 1);
+        return;
+    }
+    size_t n = req->body->len;
+    char *body = n ? malloc(n) : NULL;
+    if (n && !body) {
+        tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
+        return;
+    }
+    tg_buf_copy_out(req->body, 0, body, n);
+    tg_msg_t *m = tg_msg_new(ch, body, n, h->nloops);
+    free(body);
+    pub_ctx_t *pc = m ? calloc(1, sizeof(*pc)) : NULL;
+    if (!pc) {
+        if (m)
+            tg_msg_unref(m);
+        tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
+        return;
+    }
+    memcpy(pc->ch, ch.p, ch.len);
+    pc->ch_len = (uint8_t)ch.len;
+    pc->req = req;
+    tg_http_defer(req, http_pub_abort, pc);
+    if (tg_push_publish(h->push, req->conn->loop, m, http_pub_done, pc) != 0) {
+        pc->req = NULL;
+        free(pc);
+        tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
+    }
+}
+
+bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req)
+{
+    tg_str_t rest;
+    if (req->path.len == 3 && memcmp(req->path.p, "/ws", 3) == 0) {
+        tg_wsconn_accept(&h->ws, req);
+        return true;
+    }
+    if (prefix(req->path, "/pub/", &rest)) {
+        if (strcmp(req->method, "POST") != 0 && strcmp(req->method, "PUT") != 0) {
+            static const char msg[] = "405 publish with POST\n";
+            tg_http_respond(req, 405, "text/plain", "Allow: POST, PUT\r\n", msg, sizeof(msg) - 1);
+            return true;
+        }
+        http_publish(h, req, rest);
+        return true;
+    }
+    if (prefix(req->path, "/sub/", &rest)) {
+        static const char bad[] = "400 bad channel name or position\n";
+        tg_str_t from_s;
+        tg_pos_t from;
+        bool has_from = query_param(req->query, "from", &from_s);
+        if (!tg_chan_name_valid(rest.p, rest.len) ||
+            (has_from && !tg_pos_parse(from_s.p, from_s.len, &from))) {
+            tg_http_respond(req, 400, "text/plain", NULL, bad, sizeof(bad) - 1);
+            return true;
+        }
+        if (!tg_http_header_has(req, "Upgrade", "websocket")) {
+            static const char msg[] = "501 only WebSocket subscriptions so far\n";
+            tg_http_respond(req, 501, "text/plain", NULL, msg, sizeof(msg) - 1);
+            return true;
+        }
+        tg_session_t *s = tg_wsconn_accept(&h->ws, req);
+        if (s)
+            subscribe(h, s, rest, has_from ? &from : NULL, (tg_str_t){ NULL, 0 });
+        return true;
+    }
+    return false;
+}
+
+int tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_cfg_t *ws,
+                   uint64_t max_output)
+{
+    memset(h, 0, sizeof(*h));
+    h->base.on_command = hub_command;
+    h->base.on_close = hub_close;
+    h->base.on_drained = hub_drained;
+    h->push = push;
+    h->nloops = nloops;
+    h->max_output = max_output;
+    tg_wsconn_server_init(&h->ws, ws, &h->base);
+    return 0;
+}

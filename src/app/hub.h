@@ -1,0 +1,28 @@
+/* app/hub.h - where sessions meet push: client commands become subscriptions
+ * and publishes, push's deliveries become messages on the session's
+ * transport; plus the HTTP routes that start sessions (/ws, /sub/...) and
+ * publish (/pub/...). Loop threads; the hub itself is read-only after boot. */
+#ifndef TG_APP_HUB_H
+#define TG_APP_HUB_H
+
+#include <stdbool.h>
+
+#include "net/http.h"
+#include "net/session.h"
+#include "net/wsconn.h"
+#include "push/push.h"
+
+typedef struct tg_apphub {
+    tg_hub_t           base;
+    tg_push_t         *push;
+    tg_wsconn_server_t ws;
+    int                nloops;
+    uint64_t           max_output; /* per connection, all-mode channels: slow past it */
+} tg_apphub_t;
+
+int  tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_cfg_t *ws,
+                    uint64_t max_output);
+/* Routes the request if it is the hub's; false when it is not. */
+bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req);
+
+#endif
