@@ -15,9 +15,8 @@ typedef struct hub_sub {
     tg_sub_t      sub;
     tg_link_t     item;    /* in session->items */
     tg_session_t *session;
-    tg_apphub_t  *hub;
-    uint8_t       id_len;  /* the sub command's id, echoed when ready */
-    char          id[31];
+    uint8_t       id_len;  /* the sub command's id, echoed when ready (longer: not echoed) */
+    char          id[23];
 } hub_sub_t;
 
 static hub_sub_t *hs_of(tg_sub_t *s)
@@ -80,7 +79,8 @@ static void sub_deliver(tg_sub_t *sub, tg_delivery_t *d)
     s->transport->send_msg(s, &v, d->frames);
     /* An all-mode subscriber that cannot keep up is let go with a reason; it
      * resumes from its last position. Others are not slowed by it. */
-    if (tg_conn_open(s->conn) && s->transport->backlog(s) > hs->hub->max_output) {
+    tg_apphub_t *h = (tg_apphub_t *)s->hub;
+    if (tg_conn_open(s->conn) && s->transport->backlog(s) > h->max_output) {
         tg_log_info("hub: connection %llx is a slow consumer on %.*s",
                     (unsigned long long)tg_conn_id(s->conn), (int)v.ch.len, v.ch.p);
         s->transport->close(s, TG_CLOSE_SLOW, "slow consumer: resume from your last position");
@@ -122,7 +122,6 @@ static int subscribe(tg_apphub_t *h, tg_session_t *s, tg_str_t ch, const tg_pos_
     }
     hs->sub.ops = &sub_ops;
     hs->session = s;
-    hs->hub = h;
     if (id.len > 0 && id.len < sizeof(hs->id)) {
         memcpy(hs->id, id.p, id.len);
         hs->id_len = (uint8_t)id.len;
@@ -382,6 +381,10 @@ int tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_
     h->push = push;
     h->nloops = nloops;
     h->max_output = max_output;
-    tg_wsconn_server_init(&h->ws, ws, &h->base);
-    return 0;
+    return tg_wsconn_server_init(&h->ws, ws, &h->base, nloops);
+}
+
+void tg_apphub_fini(tg_apphub_t *h)
+{
+    tg_wsconn_server_fini(&h->ws);
 }

@@ -22,6 +22,7 @@ typedef struct tg_apphub {
 
 int  tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_cfg_t *ws,
                     uint64_t max_output);
+void tg_apphub_fini(tg_apphub_t *h);
 /* Routes the request if it is the hub's; false when it is not. */
 bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req);
 

@@ -5,6 +5,7 @@
  * The session ends (hub told) as soon as the connection leaves OPEN. */
 #include "net/wsconn.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,11 +13,18 @@
 #include "core/sbuf.h"
 #include "net/close.h"
 
+/* Reading state, held only while a frame or message is mid-arrival: an idle
+ * connection keeps none of it. */
+typedef struct ws_rx {
+    tg_ws_reader_t reader;
+    tg_buf_t       msg; /* the message being assembled */
+} ws_rx_t;
+
 typedef struct ws_conn {
-    tg_session_t        session; /* first: the transport's callbacks get it */
+    tg_session_t        session; /* first: c->data points at the session */
     tg_wsconn_server_t *srv;
-    tg_ws_reader_t      reader;
-    tg_buf_t            msg;     /* a message mid-arrival */
+    ws_rx_t            *rx;      /* NULL between messages */
+    uint8_t             deflate_bits; /* permessage-deflate window we compress with; 0: off */
     bool                close_sent;
 } ws_conn_t;
 
@@ -40,22 +48,42 @@ static void ws_send_json(tg_session_t *s, const char *json, size_t len)
     send_frame(s->conn, TG_WS_OP_TEXT, json, len);
 }
 
-/* One text frame per message per loop, shared by every subscriber. */
-static tg_shared_t *encode(const tg_msgview_t *m)
+/* A whole text frame around <len> bytes, compressed (RSV1) or not. */
+static tg_shared_t *frame_of(bool rsv1, const tg_buf_t *body, const char *flat, size_t len)
+{
+    uint8_t hdr[TG_WS_HEADER_MAX];
+    size_t h = tg_ws_frame_header(hdr, TG_WS_OP_TEXT, rsv1, len);
+    tg_shared_t *f = tg_shared_new(h + len);
+    if (!f)
+        return NULL;
+    memcpy(f->data, hdr, h);
+    if (body)
+        tg_buf_copy_out(body, 0, f->data + h, len);
+    else
+        memcpy(f->data + h, flat, len);
+    return f;
+}
+
+/* One frame per message per loop (and per compression), shared by every
+ * subscriber that takes that form. <deflate_bits> 0: uncompressed. */
+static tg_shared_t *encode(const tg_msgview_t *m, tg_conn_t *c, tg_wsconn_server_t *ws,
+                           int deflate_bits)
 {
     tg_sbuf_t b = TG_SBUF_INIT;
-    tg_sbuf_put(&b, "0123456789", TG_WS_HEADER_MAX); /* room for the header */
     tg_session_envelope(&b, m);
     tg_shared_t *f = NULL;
-    if (!b.failed) {
-        size_t body = b.len - TG_WS_HEADER_MAX;
-        uint8_t hdr[TG_WS_HEADER_MAX];
-        size_t h = tg_ws_frame_header(hdr, TG_WS_OP_TEXT, false, body);
-        f = tg_shared_new(h + body);
-        if (f) {
-            memcpy(f->data, hdr, h);
-            memcpy(f->data + h, b.p + TG_WS_HEADER_MAX, body);
-        }
+    if (b.failed) {
+        tg_sbuf_free(&b);
+        return NULL;
+    }
+    if (deflate_bits && b.len >= TG_WS_DEFLATE_MIN) {
+        tg_buf_t z = TG_BUF_INIT;
+        if (tg_ws_deflate(&ws->zlib[c->loop->id], deflate_bits, b.p, b.len, &z,
+                          &c->loop->chunks) == 0)
+            f = frame_of(true, &z, NULL, z.len);
+        tg_buf_clear(&z, &c->loop->chunks);
+    } else {
+        f = frame_of(false, NULL, b.p, b.len);
     }
     tg_sbuf_free(&b);
     return f;
@@ -63,14 +91,25 @@ static tg_shared_t *encode(const tg_msgview_t *m)
 
 static void ws_send_msg(tg_session_t *s, const tg_msgview_t *m, tg_shared_t **cache)
 {
-    if (!cache[TG_SLOT_WS])
-        cache[TG_SLOT_WS] = encode(m);
-    tg_shared_t *f = cache[TG_SLOT_WS];
+    ws_conn_t *w = ws_of(s);
+    tg_shared_t *f, *own = NULL;
+    if (!w->deflate_bits) {
+        if (!cache[TG_SLOT_WS])
+            cache[TG_SLOT_WS] = encode(m, s->conn, w->srv, 0);
+        f = cache[TG_SLOT_WS];
+    } else if (w->deflate_bits == 15) {
+        if (!cache[TG_SLOT_WS_DEFLATE])
+            cache[TG_SLOT_WS_DEFLATE] = encode(m, s->conn, w->srv, 15);
+        f = cache[TG_SLOT_WS_DEFLATE];
+    } else {
+        f = own = encode(m, s->conn, w->srv, w->deflate_bits); /* a rare window: alone */
+    }
     if (!f) {
         tg_conn_close(s->conn, TG_CLOSE_NOMEM);
         return;
     }
     (void)tg_conn_write_ref(s->conn, f, 0, f->len);
+    tg_shared_unref(own);
 }
 
 static size_t ws_backlog(tg_session_t *s)
@@ -117,22 +156,48 @@ static int close_reason_of(uint16_t ws_code)
 static void on_message(ws_conn_t *w, const tg_ws_event_t *ev)
 {
     tg_conn_t *c = w->session.conn;
+    tg_buf_t *msg = &w->rx->msg;
     if (ev->opcode == TG_WS_OP_BINARY) {
-        tg_buf_clear(&w->msg, &c->loop->chunks);
+        tg_buf_clear(msg, &c->loop->chunks);
         ws_close(&w->session, TG_CLOSE_UNSUPPORTED, "commands are JSON text frames");
         return;
     }
+    if (ev->compressed) {
+        tg_buf_t plain = TG_BUF_INIT;
+        int rc = tg_ws_inflate(&w->srv->zlib[c->loop->id], msg, w->srv->cfg.max_message, &plain,
+                               &c->loop->chunks);
+        tg_buf_clear(msg, &c->loop->chunks);
+        *msg = plain;
+        if (rc != 0) {
+            tg_buf_clear(msg, &c->loop->chunks);
+            if (rc == -ENOMEM)
+                tg_conn_close(c, TG_CLOSE_NOMEM);
+            else
+                ws_close(&w->session, rc == -EMSGSIZE ? TG_CLOSE_TOO_BIG : TG_CLOSE_INVALID_DATA,
+                         rc == -EMSGSIZE ? "message too big" : "message does not inflate");
+            return;
+        }
+        /* The reader checks UTF-8 of what it sees; inflated text is ours to check. */
+        uint32_t st = TG_UTF8_ACCEPT;
+        for (const tg_chunk_t *ch = msg->head; ch && st != TG_UTF8_REJECT; ch = ch->next)
+            st = tg_utf8_step(st, (const uint8_t *)ch->data + ch->rd, ch->wr - ch->rd);
+        if (st != TG_UTF8_ACCEPT) {
+            tg_buf_clear(msg, &c->loop->chunks);
+            ws_close(&w->session, TG_CLOSE_INVALID_DATA, "text is not UTF-8");
+            return;
+        }
+    }
     /* Commands are small: make the message contiguous when it spans chunks. */
-    size_t n = w->msg.len;
+    size_t n = msg->len;
     char stack[4096];
     char *p = n <= sizeof(stack) ? stack : malloc(n);
     if (!p) {
-        tg_buf_clear(&w->msg, &c->loop->chunks);
+        tg_buf_clear(msg, &c->loop->chunks);
         tg_conn_close(c, TG_CLOSE_NOMEM);
         return;
     }
-    tg_buf_copy_out(&w->msg, 0, p, n);
-    tg_buf_clear(&w->msg, &c->loop->chunks);
+    tg_buf_copy_out(msg, 0, p, n);
+    tg_buf_clear(msg, &c->loop->chunks);
     tg_session_command(&w->session, p, n);
     if (p != stack)
         free(p);
@@ -158,18 +223,36 @@ static void on_control(ws_conn_t *w, const tg_ws_event_t *ev)
     }
 }
 
+static void rx_release(ws_conn_t *w, tg_conn_t *c)
+{
+    if (!w->rx)
+        return;
+    tg_buf_clear(&w->rx->msg, &c->loop->chunks);
+    free(w->rx);
+    w->rx = NULL;
+}
+
 static void ws_data(tg_conn_t *c, const char *p, size_t n)
 {
     ws_conn_t *w = c->data;
+    if (!w->rx) {
+        w->rx = malloc(sizeof(*w->rx));
+        if (!w->rx) {
+            tg_conn_close(c, TG_CLOSE_NOMEM);
+            return;
+        }
+        tg_ws_reader_init(&w->rx->reader, w->srv->cfg.max_message, w->deflate_bits != 0);
+        w->rx->msg = TG_BUF_INIT;
+    }
     while (n > 0 && tg_conn_open(c)) {
         tg_ws_event_t ev;
-        tg_ws_result_t r = tg_ws_read(&w->reader, &p, &n, &w->msg, &c->loop->chunks, &ev);
+        tg_ws_result_t r = tg_ws_read(&w->rx->reader, &p, &n, &w->rx->msg, &c->loop->chunks, &ev);
         if (r == TG_WS_MORE)
             break;
         if (r == TG_WS_ERROR) {
             tg_log_info("ws: closing connection %llx: %s (%u)", (unsigned long long)tg_conn_id(c),
                         ev.reason ? ev.reason : "protocol error", ev.close_code);
-            tg_buf_clear(&w->msg, &c->loop->chunks);
+            rx_release(w, c);
             ws_close(&w->session, close_reason_of(ev.close_code), ev.reason);
             return;
         }
@@ -178,6 +261,9 @@ static void ws_data(tg_conn_t *c, const char *p, size_t n)
         else
             on_control(w, &ev);
     }
+    /* The connection may have closed (and <w> gone) in a callback. */
+    if (tg_conn_open(c) && !tg_ws_reader_busy(&w->rx->reader) && tg_buf_empty(&w->rx->msg))
+        rx_release(w, c);
 }
 
 static void ws_drained(tg_conn_t *c)
@@ -208,15 +294,25 @@ static void ws_conn_close(tg_conn_t *c, int reason)
     if (!w)
         return;
     w->session.hub->on_close(w->session.hub, &w->session);
-    tg_buf_clear(&w->msg, &c->loop->chunks);
+    rx_release(w, c);
     free(w);
     c->data = NULL;
 }
 
-void tg_wsconn_server_init(tg_wsconn_server_t *ws, const tg_wsconn_cfg_t *cfg, tg_hub_t *hub)
+int tg_wsconn_server_init(tg_wsconn_server_t *ws, const tg_wsconn_cfg_t *cfg, tg_hub_t *hub,
+                          int nloops)
 {
     ws->cfg = *cfg;
     ws->hub = hub;
+    ws->nloops = nloops;
+    ws->zlib = calloc((size_t)nloops, sizeof(*ws->zlib));
+    if (!ws->zlib)
+        return -ENOMEM;
+    for (int i = 0; i < nloops; i++)
+        if (tg_ws_zlib_init(&ws->zlib[i]) != 0) {
+            tg_wsconn_server_fini(ws);
+            return -ENOMEM;
+        }
     ws->proto = (tg_proto_t){
         .name = "websocket",
         .ctx = ws,
@@ -226,6 +322,15 @@ void tg_wsconn_server_init(tg_wsconn_server_t *ws, const tg_wsconn_cfg_t *cfg, t
         .on_stop = ws_stop,
         .on_close = ws_conn_close,
     };
+    return 0;
+}
+
+void tg_wsconn_server_fini(tg_wsconn_server_t *ws)
+{
+    for (int i = 0; ws->zlib && i < ws->nloops; i++)
+        tg_ws_zlib_fini(&ws->zlib[i]);
+    free(ws->zlib);
+    ws->zlib = NULL;
 }
 
 /* ---- handshake ---- */
@@ -265,15 +370,22 @@ tg_session_t *tg_wsconn_accept(tg_wsconn_server_t *ws, tg_http_req_t *req)
     w->session.transport = &ws_transport;
     w->session.hub = ws->hub;
     tg_list_init(&w->session.items);
-    /* Compression is not offered back yet: a client that offered
-     * permessage-deflate then sends and receives uncompressed frames. */
-    tg_ws_reader_init(&w->reader, ws->cfg.max_message, false);
+    char deflate_line[160] = "";
+    const tg_str_t *ext = tg_http_header(req, "Sec-WebSocket-Extensions");
+    if (ext) {
+        uint8_t bits = 15;
+        tg_ws_deflate_offer_t offer = tg_ws_deflate_parse(ext->p, ext->len, &bits);
+        if (offer.accepted &&
+            tg_ws_deflate_response(&offer, bits, deflate_line, sizeof(deflate_line)) > 0)
+            w->deflate_bits = bits;
+    }
 
     char accept[29];
     tg_ws_accept_key(key->p, key->len, accept);
-    char extra[160];
+    char extra[320];
     snprintf(extra, sizeof(extra),
-             "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", accept);
+             "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s", accept,
+             deflate_line);
     tg_http_respond_head(req, 101, extra);
     tg_http_takeover(req, &ws->proto, w);
     if (ws->cfg.ping_ms)

@@ -22,9 +22,18 @@ typedef struct tg_wsconn_server {
     tg_proto_t      proto;
     tg_wsconn_cfg_t cfg;
     tg_hub_t       *hub;
+    int             nloops;
+    tg_ws_zlib_t   *zlib;   /* one per loop: permessage-deflate keeps no per-connection state */
 } tg_wsconn_server_t;
 
-void tg_wsconn_server_init(tg_wsconn_server_t *ws, const tg_wsconn_cfg_t *cfg, tg_hub_t *hub);
+/* Messages shorter than this go out uncompressed: alone, a tiny JSON message
+ * compresses to about its own size (docs/protocol.md). */
+#define TG_WS_DEFLATE_MIN 128
+
+/* Returns 0 or -ENOMEM. */
+int  tg_wsconn_server_init(tg_wsconn_server_t *ws, const tg_wsconn_cfg_t *cfg, tg_hub_t *hub,
+                           int nloops);
+void tg_wsconn_server_fini(tg_wsconn_server_t *ws);
 
 /* Answers an upgrade request: checks it (400 or 426 with a reason when it is
  * not a valid WebSocket opening), replies 101 and takes the connection over.

@@ -341,3 +341,29 @@ def test_connections_and_subscriptions_leave_nothing_behind(make_server):
     run(scenario())
     server.wait_live(1)                                      # the /stats connection itself
     server.wait_fds(base_fds)
+
+
+def test_permessage_deflate_on_and_off(server):
+    big = {"text": "tidegate " * 1000}
+
+    async def session(compression):
+        async with websockets.connect(url(server), compression=compression) as ws:
+            ext = ws.response_headers.get("Sec-WebSocket-Extensions")
+            await subscribe(ws, "z")
+            await ws.send(json.dumps({"op": "ping", "id": 1, "pad": "p" * 3000}))  # compressed in
+            assert await recv_json(ws) == {"type": "pong", "id": 1}
+            before = server.stats()["bytes_out"]
+            publish(server, "z", big)
+            publish(server, "z", {"small": 1})
+            assert (await recv_json(ws))["data"] == big
+            assert (await recv_json(ws))["data"] == {"small": 1}
+            return ext, server.stats()["bytes_out"] - before
+
+    ext, compressed = run(session("deflate"))
+    assert "permessage-deflate" in ext
+    assert "server_no_context_takeover" in ext and "client_no_context_takeover" in ext
+    ext_off, plain = run(session(None))
+    assert ext_off is None
+    # The 9 KB message goes out in well under a tenth of its size when compressed
+    # (the difference also includes one /stats response of similar size either way).
+    assert plain - compressed > 8000, (plain, compressed)

@@ -37,7 +37,10 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 ERROR_KINDS = ("bad_request", "uri_too_long", "header_too_large", "body_too_large",
                "unsupported_te", "expectation_failed", "header_timeout", "body_timeout",
-               "send_timeout", "emfile", "out_of_memory")
+               "send_timeout", "emfile", "out_of_memory",
+               # WebSocket and session closes (docs/operations.md)
+               "protocol_error", "invalid_data", "message_too_big", "unsupported_data",
+               "policy", "slow_consumer", "ping_timeout")
 
 _asan_cache = {}
 
