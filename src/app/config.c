@@ -58,6 +58,8 @@ const tg_config_key_t tg_config_keys[] = {
       "largest WebSocket message a client may send; larger closes with 1009" },
     { "ws.ping_interval", TG_CFG_DURATION, F(ws_ping_ms), 0, DAY_MS, "30s",
       "ping WebSocket clients this often so proxies keep the connection; 0s = never" },
+    { "sse.heartbeat", TG_CFG_DURATION, F(sse_heartbeat_ms), 0, DAY_MS, "15s",
+      "send an SSE comment line this often when a stream is idle; 0s = never" },
     { NULL },
 };
 

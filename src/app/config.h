@@ -27,6 +27,7 @@ typedef struct tg_config {
     uint64_t         push_max_output;     /* slow consumer cap per connection */
     uint64_t         ws_max_message;
     uint32_t         ws_ping_ms;          /* 0: no pings */
+    uint32_t         sse_heartbeat_ms;    /* 0: no heartbeat comments */
 } tg_config_t;
 
 typedef enum tg_config_type {

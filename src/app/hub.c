@@ -41,7 +41,7 @@ static void reply(tg_session_t *s, const char *type, tg_str_t ch, const tg_pos_t
     if (id.len)
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"id\":%.*s", (int)id.len, id.p);
     n += snprintf(buf + n, sizeof(buf) - (size_t)n, "}");
-    s->transport->send_json(s, buf, (size_t)n);
+    s->transport->send_json(s, type, pos, buf, (size_t)n);
 }
 
 /* ---- push's side of a subscription ---- */
@@ -52,7 +52,17 @@ static void sub_ready(tg_sub_t *sub, tg_pos_t pos, const tg_gap_t *gap, tg_msg_t
     hub_sub_t *hs = hs_of(sub);
     tg_session_t *s = hs->session;
     tg_str_t ch = tg_sub_chan(sub);
-    reply(s, "sub", ch, &pos, (tg_str_t){ hs->id, hs->id_len });
+    char buf0[384], at[TG_POS_TEXT_MAX];
+    tg_pos_format(pos, at);
+    int k0 = snprintf(buf0, sizeof(buf0), "{\"type\":\"sub\",\"ch\":\"%.*s\",\"pos\":\"%s\"",
+                      (int)ch.len, ch.p, at);
+    if (hs->id_len)
+        k0 += snprintf(buf0 + k0, sizeof(buf0) - (size_t)k0, ",\"id\":%.*s", hs->id_len, hs->id);
+    k0 += snprintf(buf0 + k0, sizeof(buf0) - (size_t)k0, "}");
+    /* The position this notice stands for (an SSE client's Last-Event-ID) is
+     * the one before the backlog that follows it, never past it. */
+    tg_pos_t stands = n ? (tg_pos_t){ backlog[0]->pos.epoch, backlog[0]->pos.seq - 1 } : pos;
+    s->transport->send_json(s, "sub", gap ? NULL : &stands, buf0, (size_t)k0);
     if (gap) {
         char buf[384], from[TG_POS_TEXT_MAX], to[TG_POS_TEXT_MAX];
         tg_pos_format(gap->from, from);
@@ -60,7 +70,7 @@ static void sub_ready(tg_sub_t *sub, tg_pos_t pos, const tg_gap_t *gap, tg_msg_t
         int k = snprintf(buf, sizeof(buf), "{\"type\":\"gap\",\"ch\":\"%.*s\",\"from\":\"%s\","
                                            "\"pos\":\"%s\"}",
                          (int)ch.len, ch.p, from, to);
-        s->transport->send_json(s, buf, (size_t)k);
+        s->transport->send_json(s, "gap", &gap->pos, buf, (size_t)k);
     }
     for (size_t i = 0; i < n && tg_conn_open(s->conn); i++) {
         tg_shared_t *cache[TG_SLOTS] = { 0 };
@@ -219,7 +229,7 @@ static void hub_command(tg_hub_t *base, tg_session_t *s, const tg_cmd_t *cmd)
                     ? snprintf(buf, sizeof(buf), "{\"type\":\"pong\",\"id\":%.*s}",
                                (int)cmd->id.len, cmd->id.p)
                     : snprintf(buf, sizeof(buf), "{\"type\":\"pong\"}");
-        s->transport->send_json(s, buf, (size_t)n);
+        s->transport->send_json(s, "pong", NULL, buf, (size_t)n);
         break;
     }
     case TG_CMD_CALL:
@@ -352,18 +362,29 @@ bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req)
         static const char bad[] = "400 bad channel name or position\n";
         tg_str_t from_s;
         tg_pos_t from;
+        /* ?from= first; SSE clients resume with the id they saw last. */
         bool has_from = query_param(req->query, "from", &from_s);
+        const tg_str_t *last_id = tg_http_header(req, "Last-Event-ID");
+        if (!has_from && last_id && last_id->len > 0) {
+            from_s = *last_id;
+            has_from = true;
+        }
         if (!tg_chan_name_valid(rest.p, rest.len) ||
             (has_from && !tg_pos_parse(from_s.p, from_s.len, &from))) {
             tg_http_respond(req, 400, "text/plain", NULL, bad, sizeof(bad) - 1);
             return true;
         }
-        if (!tg_http_header_has(req, "Upgrade", "websocket")) {
-            static const char msg[] = "501 only WebSocket subscriptions so far\n";
+        tg_session_t *s;
+        if (tg_http_header_has(req, "Upgrade", "websocket")) {
+            s = tg_wsconn_accept(&h->ws, req);
+        } else if (tg_sse_wanted(req)) {
+            s = tg_sse_accept(&h->sse, req);
+        } else {
+            static const char msg[] = "501 long-poll and chunked streams are not served yet: "
+                                      "use WebSocket or Accept: text/event-stream\n";
             tg_http_respond(req, 501, "text/plain", NULL, msg, sizeof(msg) - 1);
             return true;
         }
-        tg_session_t *s = tg_wsconn_accept(&h->ws, req);
         if (s)
             subscribe(h, s, rest, has_from ? &from : NULL, (tg_str_t){ NULL, 0 });
         return true;
@@ -372,7 +393,7 @@ bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req)
 }
 
 int tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_cfg_t *ws,
-                   uint64_t max_output)
+                   uint32_t sse_heartbeat_ms, uint64_t max_output)
 {
     memset(h, 0, sizeof(*h));
     h->base.on_command = hub_command;
@@ -381,6 +402,7 @@ int tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_
     h->push = push;
     h->nloops = nloops;
     h->max_output = max_output;
+    tg_sse_server_init(&h->sse, sse_heartbeat_ms, &h->base);
     return tg_wsconn_server_init(&h->ws, ws, &h->base, nloops);
 }
 

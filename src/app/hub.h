@@ -9,6 +9,7 @@
 
 #include "net/http.h"
 #include "net/session.h"
+#include "net/sse.h"
 #include "net/wsconn.h"
 #include "push/push.h"
 
@@ -16,12 +17,13 @@ typedef struct tg_apphub {
     tg_hub_t           base;
     tg_push_t         *push;
     tg_wsconn_server_t ws;
+    tg_sse_server_t    sse;
     int                nloops;
     uint64_t           max_output; /* per connection, all-mode channels: slow past it */
 } tg_apphub_t;
 
 int  tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_cfg_t *ws,
-                    uint64_t max_output);
+                    uint32_t sse_heartbeat_ms, uint64_t max_output);
 void tg_apphub_fini(tg_apphub_t *h);
 /* Routes the request if it is the hub's; false when it is not. */
 bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req);

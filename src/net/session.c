@@ -43,7 +43,7 @@ void tg_session_error(tg_session_t *s, const char *code, const char *msg, tg_str
     else
         n = snprintf(buf, sizeof(buf), "{\"type\":\"error\",\"code\":\"%s\",\"message\":\"%s\"}",
                      code, msg);
-    s->transport->send_json(s, buf, (size_t)n);
+    s->transport->send_json(s, "error", NULL, buf, (size_t)n);
 }
 
 void tg_session_command(tg_session_t *s, const char *p, size_t n)

@@ -42,8 +42,10 @@ typedef struct tg_transport {
     const char *name;
     /* Queues message <m>, encoding it into <cache>[its slot] unless there. */
     void   (*send_msg)(tg_session_t *s, const tg_msgview_t *m, tg_shared_t **cache);
-    /* Queues a reply: a JSON object. */
-    void   (*send_json)(tg_session_t *s, const char *json, size_t len);
+    /* Queues a reply or notice: a JSON object whose "type" is <type>, about
+     * position <pos> when not NULL (SSE makes it the event's id). */
+    void   (*send_json)(tg_session_t *s, const char *type, const tg_pos_t *pos, const char *json,
+                        size_t len);
     /* Output the client has not taken yet, in bytes. */
     size_t (*backlog)(tg_session_t *s);
     /* Ends the session: <code> is a tg_close_t; <why> is for the client. */

@@ -43,8 +43,11 @@ static void send_frame(tg_conn_t *c, uint8_t opcode, const void *p, size_t n)
         (void)tg_conn_write(c, p, n);
 }
 
-static void ws_send_json(tg_session_t *s, const char *json, size_t len)
+static void ws_send_json(tg_session_t *s, const char *type, const tg_pos_t *pos,
+                         const char *json, size_t len)
 {
+    (void)type; /* the JSON says it all */
+    (void)pos;
     send_frame(s->conn, TG_WS_OP_TEXT, json, len);
 }
 
