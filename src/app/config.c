@@ -59,7 +59,7 @@ const tg_config_key_t tg_config_keys[] = {
     { "ws.ping_interval", TG_CFG_DURATION, F(ws_ping_ms), 0, DAY_MS, "30s",
       "ping WebSocket clients this often so proxies keep the connection; 0s = never" },
     { "sse.heartbeat", TG_CFG_DURATION, F(sse_heartbeat_ms), 0, DAY_MS, "15s",
-      "send an SSE comment line this often when a stream is idle; 0s = never" },
+      "heartbeat on idle SSE and chunked streams this often; 0s = never" },
     { NULL },
 };
 

@@ -374,14 +374,20 @@ bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req)
             tg_http_respond(req, 400, "text/plain", NULL, bad, sizeof(bad) - 1);
             return true;
         }
+        tg_str_t mode = { "", 0 };
+        query_param(req->query, "mode", &mode);
+        bool stream = mode.len == 6 && memcmp(mode.p, "stream", 6) == 0;
         tg_session_t *s;
         if (tg_http_header_has(req, "Upgrade", "websocket")) {
             s = tg_wsconn_accept(&h->ws, req);
-        } else if (tg_sse_wanted(req)) {
-            s = tg_sse_accept(&h->sse, req);
+        } else if (stream && req->minor >= 1) {
+            s = tg_stream_accept(&h->streams, req, &tg_stream_chunked);
+        } else if (tg_sse_wanted(req) || (mode.len == 3 && memcmp(mode.p, "sse", 3) == 0)) {
+            s = tg_stream_accept(&h->streams, req, &tg_stream_sse);
         } else {
-            static const char msg[] = "501 long-poll and chunked streams are not served yet: "
-                                      "use WebSocket or Accept: text/event-stream\n";
+            static const char msg[] = "501 choose a transport: WebSocket, Accept: "
+                                      "text/event-stream, or ?mode=stream (HTTP/1.1); "
+                                      "long-poll is not served yet\n";
             tg_http_respond(req, 501, "text/plain", NULL, msg, sizeof(msg) - 1);
             return true;
         }
@@ -402,7 +408,7 @@ int tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_
     h->push = push;
     h->nloops = nloops;
     h->max_output = max_output;
-    tg_sse_server_init(&h->sse, sse_heartbeat_ms, &h->base);
+    tg_stream_server_init(&h->streams, sse_heartbeat_ms, &h->base);
     return tg_wsconn_server_init(&h->ws, ws, &h->base, nloops);
 }
 

@@ -10,6 +10,7 @@
 #include "net/http.h"
 #include "net/session.h"
 #include "net/sse.h"
+#include "net/stream.h"
 #include "net/wsconn.h"
 #include "push/push.h"
 
@@ -17,7 +18,7 @@ typedef struct tg_apphub {
     tg_hub_t           base;
     tg_push_t         *push;
     tg_wsconn_server_t ws;
-    tg_sse_server_t    sse;
+    tg_stream_server_t streams; /* SSE and chunked */
     int                nloops;
     uint64_t           max_output; /* per connection, all-mode channels: slow past it */
 } tg_apphub_t;
