@@ -333,6 +333,7 @@ static void chan_append(tg_chan_t *c, tg_msg_t *m)
 }
 
 static void deliver_local(push_loop_t *pl, tg_msg_t *m);
+static void lchan_maybe_close(push_loop_t *pl, tg_lchan_t *lc);
 
 static void on_deliver_mail(tg_mail_t *mail, void *arg)
 {
@@ -533,13 +534,16 @@ static void deliver_local(push_loop_t *pl, tg_msg_t *m)
     if (m->pos.epoch == lc->epoch && m->pos.seq > lc->seq)
         lc->seq = m->pos.seq;
     tg_delivery_t d = { .msg = m };
-    /* A subscriber's callback may unsubscribe it (slow consumer): take the
-     * next link first. */
+    /* A subscriber's callback may unsubscribe it (slow consumer, a long-poll
+     * answered): take the next link first, and keep <lc> alive meanwhile. */
+    lc->reqs++;
     for (tg_link_t *l = lc->live.next, *next; l != &lc->live; l = next) {
         next = l->next;
         hand_over(pl, lc, tg_container_of(l, tg_sub_t, link), &d);
     }
+    lc->reqs--;
     delivery_done(&d);
+    lchan_maybe_close(pl, lc);
 }
 
 static tg_lchan_t *lchan_open(push_loop_t *pl, tg_str_t name)
@@ -620,7 +624,7 @@ static void on_answer(tg_mail_t *mail, void *arg)
     tg_hist_req_t *r = tg_container_of(mail, tg_hist_req_t, mail);
     push_loop_t *pl = r->origin;
     tg_lchan_t *lc = r->lchan;
-    lc->reqs--;
+    /* <lc> stays alive until the end: the callbacks below may unsubscribe. */
     if (r->chan && !closing(pl->push)) {
         bool first = lc->state != LC_JOINED;
         if (first || r->pos.epoch != lc->epoch || r->pos.seq > lc->seq) {
@@ -657,6 +661,7 @@ static void on_answer(tg_mail_t *mail, void *arg)
         tg_msg_unref(r->backlog[i]);
     free(r->backlog);
     free(r);
+    lc->reqs--;
     lchan_maybe_close(pl, lc);
 }
 

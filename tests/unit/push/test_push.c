@@ -25,6 +25,8 @@ struct fsub {
     bool     gap;
     tg_gap_t gapv;
     size_t   behind; /* what behind() answers */
+    bool     leave;  /* unsubscribe itself on the first message (a long-poll) */
+    tg_push_t *push;
 };
 
 static void f_ready(tg_sub_t *s, tg_pos_t pos, const tg_gap_t *gap, tg_msg_t *const *backlog,
@@ -38,6 +40,8 @@ static void f_ready(tg_sub_t *s, tg_pos_t pos, const tg_gap_t *gap, tg_msg_t *co
         f->gapv = *gap;
     for (size_t i = 0; i < n; i++)
         f->got[f->n++] = backlog[i]->pos.seq;
+    if (f->leave && (n > 0 || gap))
+        tg_push_unsubscribe(f->push, s);
 }
 
 static void f_deliver(tg_sub_t *s, tg_delivery_t *d)
@@ -45,6 +49,8 @@ static void f_deliver(tg_sub_t *s, tg_delivery_t *d)
     struct fsub *f = tg_container_of(s, struct fsub, sub);
     TG_ASSERT(f->n < GOT_MAX);
     f->got[f->n++] = d->msg->pos.seq;
+    if (f->leave)
+        tg_push_unsubscribe(f->push, s);
 }
 
 static size_t f_behind(tg_sub_t *s)
@@ -295,6 +301,31 @@ static void unused_channel_without_history_is_forgotten(void **state)
     assert_int_not_equal(f->last_pub.epoch, first.epoch);
 }
 
+/* The last subscriber of a loop leaving inside its own callbacks (during a
+ * fan-out, and while a resume answer is handed over) frees nothing early. */
+static void subscriber_leaving_in_its_callback_is_safe(void **state)
+{
+    struct fixture *f = *state;
+    static struct fsub a, b;
+    subscribe(f, 2, &a, "poll", NULL);
+    a.leave = true;
+    a.push = f->push;
+    pump(f);
+    publish(f, 0, "poll");
+    publish(f, 1, "poll");
+    pump(f);
+    assert_int_equal(a.n, 1); /* left after the first */
+    tg_pos_t from = { f->last_pub.epoch, 0 };
+    subscribe(f, 1, &b, "poll", &from);
+    b.leave = true;
+    b.push = f->push;
+    pump(f);
+    assert_run(&b, 1, 2);
+    uint64_t st[6];
+    tg_push_stats(f->push, st);
+    assert_int_equal(st[5], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +339,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(unsubscribe_before_the_answer_gets_no_callback, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(unused_channel_without_history_is_forgotten, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(subscriber_leaving_in_its_callback_is_safe, setup,
                                         teardown),
     };
     return cmocka_run_group_tests_name("push", tests, NULL, NULL);
