@@ -60,6 +60,8 @@ const tg_config_key_t tg_config_keys[] = {
       "ping WebSocket clients this often so proxies keep the connection; 0s = never" },
     { "sse.heartbeat", TG_CFG_DURATION, F(sse_heartbeat_ms), 0, DAY_MS, "15s",
       "heartbeat on idle SSE and chunked streams this often; 0s = never" },
+    { "poll.timeout", TG_CFG_DURATION, F(poll_timeout_ms), 1, DAY_MS, "30s",
+      "a long-poll with nothing to answer gets 204 after this" },
     { NULL },
 };
 

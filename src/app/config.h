@@ -28,6 +28,7 @@ typedef struct tg_config {
     uint64_t         ws_max_message;
     uint32_t         ws_ping_ms;          /* 0: no pings */
     uint32_t         sse_heartbeat_ms;    /* 0: no heartbeat comments */
+    uint32_t         poll_timeout_ms;     /* long-poll answered 204 after this */
 } tg_config_t;
 
 typedef enum tg_config_type {

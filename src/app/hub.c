@@ -256,6 +256,128 @@ static void hub_drained(tg_hub_t *base, tg_session_t *s)
     }
 }
 
+/* ---- long-poll: a subscription that lives for one answer ---- */
+
+typedef struct poll_wait {
+    tg_sub_t       sub;
+    tg_apphub_t   *hub;
+    tg_http_req_t *req;    /* NULL once answered or the client left */
+    tg_loop_t     *loop;
+    tg_timer_t     timer;
+    tg_pos_t       pos;    /* where the channel stood: the answer to a timeout */
+} poll_wait_t;
+
+static void poll_end(poll_wait_t *pw)
+{
+    tg_timer_cancel(&pw->loop->wheel, &pw->timer);
+    tg_push_unsubscribe(pw->hub->push, &pw->sub);
+    free(pw);
+}
+
+/* Answers with <n> messages (and/or a gap), then ends the wait. */
+static void poll_answer(poll_wait_t *pw, tg_msg_t *const *msgs, size_t n, const tg_gap_t *gap)
+{
+    tg_http_req_t *req = pw->req;
+    pw->req = NULL;
+    tg_str_t ch = tg_sub_chan(&pw->sub);
+    tg_pos_t next = gap ? gap->pos : msgs[n - 1]->pos;
+    char p[TG_POS_TEXT_MAX];
+    tg_sbuf_t b = TG_SBUF_INIT;
+    tg_sbuf_printf(&b, "{\"ch\":\"%.*s\",\"messages\":[", (int)ch.len, ch.p);
+    for (size_t i = 0; i < n; i++) {
+        tg_msgview_t v = view_of(msgs[i]);
+        if (i)
+            tg_sbuf_put(&b, ",", 1);
+        tg_session_envelope(&b, &v);
+    }
+    tg_sbuf_put(&b, "]", 1);
+    if (gap) {
+        char from[TG_POS_TEXT_MAX];
+        tg_pos_format(gap->from, from);
+        tg_pos_format(gap->pos, p);
+        tg_sbuf_printf(&b, ",\"gap\":{\"from\":\"%s\",\"pos\":\"%s\"}", from, p);
+    }
+    tg_pos_format(next, p);
+    tg_sbuf_printf(&b, ",\"next\":\"%s\"}\n", p);
+    if (b.failed)
+        tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
+    else
+        tg_http_respond(req, 200, "application/json", "Cache-Control: no-cache\r\n", b.p, b.len);
+    tg_sbuf_free(&b);
+}
+
+static void poll_ready(tg_sub_t *sub, tg_pos_t pos, const tg_gap_t *gap, tg_msg_t *const *backlog,
+                       size_t n)
+{
+    poll_wait_t *pw = tg_container_of(sub, poll_wait_t, sub);
+    pw->pos = pos;
+    if (gap || n > 0) {
+        poll_answer(pw, backlog, n, gap);
+        poll_end(pw);
+    }
+}
+
+static void poll_deliver(tg_sub_t *sub, tg_delivery_t *d)
+{
+    poll_wait_t *pw = tg_container_of(sub, poll_wait_t, sub);
+    poll_answer(pw, &d->msg, 1, NULL);
+    poll_end(pw);
+}
+
+static size_t poll_behind(tg_sub_t *sub)
+{
+    (void)sub;
+    return 0;
+}
+
+static const tg_sub_ops_t poll_ops = { poll_ready, poll_deliver, poll_behind };
+
+static void poll_timeout(tg_timer_t *t)
+{
+    poll_wait_t *pw = tg_container_of(t, poll_wait_t, timer);
+    tg_http_req_t *req = pw->req;
+    pw->req = NULL;
+    char extra[96], p[TG_POS_TEXT_MAX];
+    tg_pos_format(pw->pos, p);
+    snprintf(extra, sizeof(extra), "X-Position: %s\r\nCache-Control: no-cache\r\n", p);
+    tg_http_respond(req, 204, "text/plain", extra, NULL, 0);
+    poll_end(pw);
+}
+
+static void poll_abort(void *arg)
+{
+    poll_wait_t *pw = arg;
+    pw->req = NULL;
+    poll_end(pw);
+}
+
+static void long_poll(tg_apphub_t *h, tg_http_req_t *req, tg_str_t ch, const tg_pos_t *since)
+{
+    poll_wait_t *pw = calloc(1, sizeof(*pw));
+    if (!pw) {
+        tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
+        return;
+    }
+    pw->hub = h;
+    pw->req = req;
+    pw->loop = req->conn->loop;
+    pw->sub.ops = &poll_ops;
+    if (since)
+        pw->pos = *since;
+    tg_timer_init(&pw->timer, poll_timeout);
+    tg_http_defer(req, poll_abort, pw);
+    tg_timer_arm(&pw->loop->wheel, &pw->timer, h->poll_timeout_ms);
+    /* The answer may come at once (held messages after <since>): then <pw>
+     * is gone when this returns. */
+    if (tg_push_subscribe(h->push, pw->loop, &pw->sub, ch, since) != 0 && pw->req) {
+        tg_http_req_t *r = pw->req;
+        pw->req = NULL;
+        tg_http_respond(r, 503, "text/plain", NULL, "503 out of memory\n", 18);
+        tg_timer_cancel(&pw->loop->wheel, &pw->timer);
+        free(pw);
+    }
+}
+
 /* ---- HTTP routes ---- */
 
 static bool prefix(tg_str_t path, const char *p, tg_str_t *rest)
@@ -377,6 +499,17 @@ bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req)
         tg_str_t mode = { "", 0 };
         query_param(req->query, "mode", &mode);
         bool stream = mode.len == 6 && memcmp(mode.p, "stream", 6) == 0;
+        if (mode.len == 4 && memcmp(mode.p, "poll", 4) == 0) {
+            tg_str_t since_s;
+            tg_pos_t since;
+            bool has_since = query_param(req->query, "since", &since_s);
+            if (has_since && !tg_pos_parse(since_s.p, since_s.len, &since)) {
+                tg_http_respond(req, 400, "text/plain", NULL, bad, sizeof(bad) - 1);
+                return true;
+            }
+            long_poll(h, req, rest, has_since ? &since : (has_from ? &from : NULL));
+            return true;
+        }
         tg_session_t *s;
         if (tg_http_header_has(req, "Upgrade", "websocket")) {
             s = tg_wsconn_accept(&h->ws, req);
@@ -386,8 +519,8 @@ bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req)
             s = tg_stream_accept(&h->streams, req, &tg_stream_sse);
         } else {
             static const char msg[] = "501 choose a transport: WebSocket, Accept: "
-                                      "text/event-stream, or ?mode=stream (HTTP/1.1); "
-                                      "long-poll is not served yet\n";
+                                      "text/event-stream, ?mode=stream (HTTP/1.1) or "
+                                      "?mode=poll\n";
             tg_http_respond(req, 501, "text/plain", NULL, msg, sizeof(msg) - 1);
             return true;
         }
@@ -399,7 +532,7 @@ bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req)
 }
 
 int tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_cfg_t *ws,
-                   uint32_t sse_heartbeat_ms, uint64_t max_output)
+                   uint32_t sse_heartbeat_ms, uint32_t poll_timeout_ms, uint64_t max_output)
 {
     memset(h, 0, sizeof(*h));
     h->base.on_command = hub_command;
@@ -408,6 +541,7 @@ int tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_
     h->push = push;
     h->nloops = nloops;
     h->max_output = max_output;
+    h->poll_timeout_ms = poll_timeout_ms;
     tg_stream_server_init(&h->streams, sse_heartbeat_ms, &h->base);
     return tg_wsconn_server_init(&h->ws, ws, &h->base, nloops);
 }

@@ -21,10 +21,11 @@ typedef struct tg_apphub {
     tg_stream_server_t streams; /* SSE and chunked */
     int                nloops;
     uint64_t           max_output; /* per connection, all-mode channels: slow past it */
+    uint32_t           poll_timeout_ms; /* a long-poll with nothing to answer gets 204 */
 } tg_apphub_t;
 
 int  tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_cfg_t *ws,
-                    uint32_t sse_heartbeat_ms, uint64_t max_output);
+                    uint32_t sse_heartbeat_ms, uint32_t poll_timeout_ms, uint64_t max_output);
 void tg_apphub_fini(tg_apphub_t *h);
 /* Routes the request if it is the hub's; false when it is not. */
 bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req);

@@ -152,7 +152,7 @@ int tg_server_start(tg_server_t *s, const tg_config_t *cfg, char *err, size_t ca
     }
     tg_wsconn_cfg_t ws = { .max_message = cfg->ws_max_message, .ping_ms = cfg->ws_ping_ms };
     if ((rc = tg_apphub_init(&s->hub, s->push, s->nloops, &ws, cfg->sse_heartbeat_ms,
-                             cfg->push_max_output)) != 0)
+                             cfg->poll_timeout_ms, cfg->push_max_output)) != 0)
         goto fail;
     if (!cfg->reuseport && (rc = tg_acceptor_init(&s->acceptor, s->loop_ptrs, s->nloops)) != 0) {
         snprintf(err, cap, "acceptor: %s", strerror(-rc));

@@ -75,7 +75,15 @@ void tg_stats_json(const tg_server_t *s, tg_sbuf_t *b)
                        C(ls->bytes_in), C(ls->bytes_out), C(s->http.loops[i].requests),
                        C(ls->wakeups), C(ls->mails));
     }
-    tg_sbuf_printf(b, "],\"log_dropped\":%llu}\n", (unsigned long long)tg_log_dropped());
+    uint64_t ps[6];
+    tg_push_stats(s->push, ps);
+    tg_sbuf_printf(b,
+                   "],\"push\":{\"published\":%llu,\"delivered\":%llu,\"conflated\":%llu,"
+                   "\"gaps\":%llu,\"channels\":%llu,\"subscribers\":%llu}",
+                   (unsigned long long)ps[0], (unsigned long long)ps[1],
+                   (unsigned long long)ps[2], (unsigned long long)ps[3],
+                   (unsigned long long)ps[4], (unsigned long long)ps[5]);
+    tg_sbuf_printf(b, ",\"log_dropped\":%llu}\n", (unsigned long long)tg_log_dropped());
 }
 
 static void family(tg_sbuf_t *b, const char *name, const char *type, const char *help)
@@ -118,6 +126,22 @@ void tg_stats_prometheus(const tg_server_t *s, tg_sbuf_t *b)
                            t.reasons[r]);
     }
     tg_sbuf_printf(b, "tidegate_errors_total{kind=\"emfile\"} %llu\n", emfile_total(s));
+    uint64_t ps[6];
+    tg_push_stats(s->push, ps);
+    static const struct {
+        const char *name, *type, *help;
+    } push_families[6] = {
+        { "tidegate_push_published_total", "counter", "Messages given a position." },
+        { "tidegate_push_delivered_total", "counter", "Messages handed to subscribers." },
+        { "tidegate_push_conflated_total", "counter", "Latest mode: messages replaced unsent." },
+        { "tidegate_push_gaps_total", "counter", "Resumes answered with a gap." },
+        { "tidegate_push_channels", "gauge", "Channels held now." },
+        { "tidegate_push_subscribers", "gauge", "Subscriptions now." },
+    };
+    for (int i = 0; i < 6; i++) {
+        family(b, push_families[i].name, push_families[i].type, push_families[i].help);
+        tg_sbuf_printf(b, "%s %llu\n", push_families[i].name, (unsigned long long)ps[i]);
+    }
     family(b, "tidegate_log_dropped_total", "counter", "Log lines dropped: queue full.");
     tg_sbuf_printf(b, "tidegate_log_dropped_total %llu\n", (unsigned long long)tg_log_dropped());
 }

@@ -417,7 +417,12 @@ void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, c
     const char *conn_hdr = hc->close_after ? "Connection: close\r\n"
                            : req->minor == 0 ? "Connection: keep-alive\r\n" : "";
     char head[512];
-    int n = snprintf(head, sizeof(head),
+    int n;
+    if (status == 204 || status == 304) /* RFC 9110 8.6: no body, no length */
+        n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nServer: %s\r\n%s%s", status,
+                     tg_http_reason(status), hc->srv->server_name, date_line(hl), conn_hdr);
+    else
+        n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nServer: %s\r\n%sContent-Type: %s\r\n"
                      "Content-Length: %zu\r\n%s",
                      status, tg_http_reason(status), hc->srv->server_name, date_line(hl),
@@ -431,7 +436,7 @@ void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, c
         return;
     if (tg_conn_write(c, "\r\n", 2) != 0)
         return;
-    if (!req->head && len > 0)
+    if (!req->head && len > 0 && status != 204 && status != 304)
         (void)tg_conn_write(c, body, len);
     tg_counter_add(&hl->responses[status / 100 <= 5 ? status / 100 : 0], 1);
     if (hc->deferred)
