@@ -118,6 +118,100 @@ static void store(void *field, size_t size, uint64_t v)
         *(bool *)field = v != 0;
 }
 
+static bool pattern_valid(const char *p, size_t n)
+{
+    if (n == 0 || n > TG_CHAN_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != '*' && !tg_chan_name_valid(p + i, 1))
+            return false;
+    return true;
+}
+
+/* "channel.PATTERN.FIELD": the value is parsed as the matching push.* key's. */
+static int set_channel_rule(tg_config_t *cfg, const char *key, const char *value, char *err,
+                            size_t cap)
+{
+    const char *pat = key + strlen("channel."), *dot = strrchr(key, '.');
+    size_t plen = dot > pat ? (size_t)(dot - pat) : 0;
+    if (!pattern_valid(pat, plen))
+        return refuse(err, cap, "'%s': the pattern between 'channel.' and the field must be "
+                                "channel-name characters and '*'%s", key, "");
+    const char *field = dot + 1;
+    if (strcmp(field, "mode") && strcmp(field, "history_len") && strcmp(field, "history_age") &&
+        strcmp(field, "client_publish"))
+        return refuse(err, cap, "'%s': unknown channel field (history_len, history_age, mode, "
+                                "client_publish)%s", key, "");
+    tg_config_rule_t *r = NULL;
+    for (int i = 0; i < cfg->nrules; i++)
+        if (strlen(cfg->rules[i].pattern) == plen && memcmp(cfg->rules[i].pattern, pat, plen) == 0)
+            r = &cfg->rules[i];
+    if (!r) {
+        if (cfg->nrules == TG_CHAN_RULES_MAX)
+            return refuse(err, cap, "'%s': too many channel patterns (at most 32)%s", key, "");
+        r = &cfg->rules[cfg->nrules++];
+        memset(r, 0, sizeof(*r));
+        memcpy(r->pattern, pat, plen);
+    }
+    tg_config_t tmp;
+    char msg[256];
+    if (strcmp(field, "mode") == 0) {
+        if (strcmp(value, "all") != 0 && strcmp(value, "latest") != 0)
+            return refuse(err, cap, "'%s' expects all or latest, not '%s'", key, value);
+        r->opts.mode = value[0] == 'l' ? TG_MODE_LATEST : TG_MODE_ALL;
+        r->set |= TG_RULE_MODE;
+        return 0;
+    }
+    static const struct {
+        const char *field, *key;
+        uint8_t     bit;
+    } map[] = {
+        { "history_len", "push.history_len", TG_RULE_LEN },
+        { "history_age", "push.history_age", TG_RULE_AGE },
+        { "client_publish", "push.client_publish", TG_RULE_PUBLISH },
+    };
+    for (size_t i = 0; i < TG_ARRAY_LEN(map); i++) {
+        if (strcmp(field, map[i].field) != 0)
+            continue;
+        if (tg_config_set(&tmp, map[i].key, value, msg, sizeof(msg)) != 0)
+            return refuse(err, cap, "'%s': %s", key, msg);
+        if (map[i].bit == TG_RULE_LEN)
+            r->opts.history_len = tmp.push_history_len;
+        else if (map[i].bit == TG_RULE_AGE)
+            r->opts.history_age_ms = tmp.push_history_age_ms;
+        else
+            r->opts.client_publish = tmp.push_client_publish;
+        r->set |= map[i].bit;
+        return 0;
+    }
+    return -EINVAL; /* not reached: the field was checked above */
+}
+
+int tg_config_chan_rules(const tg_config_t *cfg, tg_chan_opts_t *defaults, tg_chan_rule_t *out)
+{
+    *defaults = (tg_chan_opts_t){
+        .history_len = cfg->push_history_len,
+        .history_age_ms = cfg->push_history_age_ms,
+        .mode = TG_MODE_ALL,
+        .client_publish = cfg->push_client_publish,
+    };
+    for (int i = 0; i < cfg->nrules; i++) {
+        const tg_config_rule_t *r = &cfg->rules[i];
+        tg_chan_opts_t o = *defaults;
+        if (r->set & TG_RULE_LEN)
+            o.history_len = r->opts.history_len;
+        if (r->set & TG_RULE_AGE)
+            o.history_age_ms = r->opts.history_age_ms;
+        if (r->set & TG_RULE_MODE)
+            o.mode = r->opts.mode;
+        if (r->set & TG_RULE_PUBLISH)
+            o.client_publish = r->opts.client_publish;
+        memcpy(out[i].pattern, r->pattern, sizeof(out[i].pattern));
+        out[i].opts = o;
+    }
+    return cfg->nrules;
+}
+
 int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *err, size_t cap)
 {
     static const char *const size_units[] = { "k", "K", "m", "M", "g", "G", NULL };
@@ -125,6 +219,8 @@ int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *er
     static const char *const time_units[] = { "ms", "s", "m", "h", NULL };
     static const uint64_t time_scale[] = { 1, 1000, 60000, 3600000 };
 
+    if (strncmp(key, "channel.", 8) == 0)
+        return set_channel_rule(cfg, key, value, err, cap);
     const tg_config_key_t *k = find_key(key);
     if (!k)
         return refuse(err, cap, "unknown key '%s'%s", key, "");

@@ -10,6 +10,18 @@
 #include <stdint.h>
 
 #include "net/http.h"
+#include "push/push.h"
+
+/* Per channel-name pattern overrides: "channel.PATTERN.FIELD = value" lines,
+ * FIELD one of history_len, history_age, mode (all or latest), client_publish.
+ * The first pattern (in order of first appearance) that matches a channel
+ * wins; fields a rule does not set come from push.*. */
+enum { TG_RULE_LEN = 1, TG_RULE_AGE = 2, TG_RULE_MODE = 4, TG_RULE_PUBLISH = 8 };
+typedef struct tg_config_rule {
+    char           pattern[TG_CHAN_NAME_MAX + 1];
+    uint8_t        set; /* TG_RULE_* bits */
+    tg_chan_opts_t opts;
+} tg_config_rule_t;
 
 typedef struct tg_config {
     char             listen[128];
@@ -29,6 +41,8 @@ typedef struct tg_config {
     uint32_t         ws_ping_ms;          /* 0: no pings */
     uint32_t         sse_heartbeat_ms;    /* 0: no heartbeat comments */
     uint32_t         poll_timeout_ms;     /* long-poll answered 204 after this */
+    int              nrules;
+    tg_config_rule_t rules[TG_CHAN_RULES_MAX];
 } tg_config_t;
 
 typedef enum tg_config_type {
@@ -56,6 +70,9 @@ extern const tg_config_key_t tg_config_keys[];
 
 /* Every key at its default. */
 void tg_config_defaults(tg_config_t *cfg);
+/* Per-pattern channel options resolved against the push.* defaults, into
+ * <out> (TG_CHAN_RULES_MAX entries); returns how many. */
+int  tg_config_chan_rules(const tg_config_t *cfg, tg_chan_opts_t *defaults, tg_chan_rule_t *out);
 /* Sets <key> from its text form. Returns 0, or -EINVAL with a message in <err>
  * ("unknown key", "expects a duration such as 10s", ...). */
 int  tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *err, size_t cap);

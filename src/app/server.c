@@ -139,13 +139,10 @@ int tg_server_start(tg_server_t *s, const tg_config_t *cfg, char *err, size_t ca
         s->loops[i].drain_ms = cfg->http.send_timeout_ms;
         s->loop_ptrs[i] = &s->loops[i];
     }
-    tg_chan_opts_t chan_defaults = {
-        .history_len = cfg->push_history_len,
-        .history_age_ms = cfg->push_history_age_ms,
-        .mode = TG_MODE_ALL,
-        .client_publish = cfg->push_client_publish,
-    };
-    s->push = tg_push_create(s->loop_ptrs, s->nloops, &chan_defaults, NULL, 0);
+    tg_chan_opts_t chan_defaults;
+    tg_chan_rule_t rules[TG_CHAN_RULES_MAX];
+    int nrules = tg_config_chan_rules(cfg, &chan_defaults, rules);
+    s->push = tg_push_create(s->loop_ptrs, s->nloops, &chan_defaults, rules, nrules);
     if (!s->push) {
         rc = -ENOMEM;
         goto fail;

@@ -94,6 +94,34 @@ static void errors_name_file_line_and_key(void **state)
     expect_load_error("http.max_uri = 99999999999999999999999\n", "'http.max_uri' expects a size");
 }
 
+static void channel_rules_override_push_defaults_in_order(void **state)
+{
+    tg_config_t cfg;
+    char err[256] = "";
+    tg_config_defaults(&cfg);
+    const char *p = write_file("push.history_len = 50\n"
+                               "channel.px.*.mode = latest\n"
+                               "channel.px.*.history_len = 1\n"
+                               "channel.*.client_publish = false\n");
+    assert_int_equal(tg_config_load(&cfg, p, err, sizeof(err)), 0);
+    unlink(p);
+    tg_chan_opts_t def;
+    tg_chan_rule_t rules[TG_CHAN_RULES_MAX];
+    assert_int_equal(tg_config_chan_rules(&cfg, &def, rules), 2);
+    assert_int_equal(def.history_len, 50);
+    assert_string_equal(rules[0].pattern, "px.*");
+    assert_int_equal(rules[0].opts.mode, TG_MODE_LATEST);
+    assert_int_equal(rules[0].opts.history_len, 1);
+    assert_true(rules[0].opts.client_publish); /* not set by this rule: the default */
+    assert_string_equal(rules[1].pattern, "*");
+    assert_false(rules[1].opts.client_publish);
+    assert_int_equal(rules[1].opts.history_len, 50);
+    expect_load_error("channel.a b.mode = all\n", "the pattern");
+    expect_load_error("channel.x.mode = fast\n", "expects all or latest");
+    expect_load_error("channel.x.colour = red\n", "unknown channel field");
+    expect_load_error("channel.x.history_len = lots\n", "expects a whole number");
+}
+
 static void missing_file_is_reported(void **state)
 {
     tg_config_t cfg;
@@ -118,6 +146,7 @@ int main(void)
         cmocka_unit_test(defaults_match_the_table),
         cmocka_unit_test(file_sets_every_type),
         cmocka_unit_test(errors_name_file_line_and_key),
+        cmocka_unit_test(channel_rules_override_push_defaults_in_order),
         cmocka_unit_test(missing_file_is_reported),
         cmocka_unit_test(set_refuses_unknown_key),
     };
