@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "net/close.h"
+#include "net/json.h"
 
 /* A session's subscription to one channel. */
 typedef struct hub_sub {
@@ -22,6 +23,32 @@ typedef struct hub_sub {
 static hub_sub_t *hs_of(tg_sub_t *s)
 {
     return tg_container_of(s, hub_sub_t, sub);
+}
+
+static bool prefix(tg_str_t path, const char *p, tg_str_t *rest)
+{
+    size_t n = strlen(p);
+    if (path.len < n || memcmp(path.p, p, n) != 0)
+        return false;
+    *rest = (tg_str_t){ path.p + n, path.len - n };
+    return true;
+}
+
+/* The value of query parameter <name>, raw (positions and modes need no decoding). */
+static bool query_param(tg_str_t q, const char *name, tg_str_t *out)
+{
+    size_t n = strlen(name);
+    const char *p = q.p, *end = q.p + q.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > n && memcmp(p, name, n) == 0 && p[n] == '=') {
+            *out = (tg_str_t){ p + n + 1, (size_t)(stop - p - (ptrdiff_t)n - 1) };
+            return true;
+        }
+        p = stop + 1;
+    }
+    return false;
 }
 
 static tg_msgview_t view_of(const tg_msg_t *m)
@@ -378,32 +405,282 @@ static void long_poll(tg_apphub_t *h, tg_http_req_t *req, tg_str_t ch, const tg_
     }
 }
 
-/* ---- HTTP routes ---- */
+/* ---- pull: what a channel holds ---- */
 
-static bool prefix(tg_str_t path, const char *p, tg_str_t *rest)
+typedef struct pull_ctx {
+    tg_http_req_t *req;      /* NULL once the client left */
+    bool           messages; /* /messages, else the channel's info */
+    uint8_t        ch_len;
+    char           ch[TG_CHAN_NAME_MAX];
+} pull_ctx_t;
+
+static void pull_abort(void *arg)
 {
-    size_t n = strlen(p);
-    if (path.len < n || memcmp(path.p, p, n) != 0)
-        return false;
-    *rest = (tg_str_t){ path.p + n, path.len - n };
-    return true;
+    ((pull_ctx_t *)arg)->req = NULL; /* freed when the answer comes */
 }
 
-/* The value of query parameter <name>, raw (positions and modes need no decoding). */
-static bool query_param(tg_str_t q, const char *name, tg_str_t *out)
+static void pull_answer(void *arg, const tg_chan_info_t *in)
 {
-    size_t n = strlen(name);
-    const char *p = q.p, *end = q.p + q.len;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *stop = amp ? amp : end;
-        if ((size_t)(stop - p) > n && memcmp(p, name, n) == 0 && p[n] == '=') {
-            *out = (tg_str_t){ p + n + 1, (size_t)(stop - p - (ptrdiff_t)n - 1) };
-            return true;
-        }
-        p = stop + 1;
+    pull_ctx_t *pc = arg;
+    tg_http_req_t *req = pc->req;
+    if (!req)
+        goto done;
+    if (!in->exists) {
+        static const char msg[] = "404 no such channel\n";
+        tg_http_respond(req, 404, "text/plain", NULL, msg, sizeof(msg) - 1);
+        goto done;
     }
-    return false;
+    tg_sbuf_t b = TG_SBUF_INIT;
+    char last[TG_POS_TEXT_MAX];
+    tg_pos_format(in->last, last);
+    if (!pc->messages) {
+        tg_sbuf_printf(&b, "{\"ch\":\"%.*s\",\"subscribers\":%llu,\"last\":\"%s\",\"history\":%u}\n",
+                       pc->ch_len, pc->ch, (unsigned long long)in->subscribers, last, in->held);
+    } else {
+        tg_sbuf_printf(&b, "{\"ch\":\"%.*s\",\"messages\":[", pc->ch_len, pc->ch);
+        for (uint32_t i = 0; i < in->n; i++) {
+            tg_msgview_t v = view_of(in->msgs[i]);
+            if (i)
+                tg_sbuf_put(&b, ",", 1);
+            tg_session_envelope(&b, &v);
+        }
+        tg_sbuf_put(&b, "]", 1);
+        char next[TG_POS_TEXT_MAX];
+        if (in->gap) {
+            char from[TG_POS_TEXT_MAX];
+            tg_pos_format(in->gapv.from, from);
+            tg_sbuf_printf(&b, ",\"gap\":{\"from\":\"%s\",\"pos\":\"%s\"}", from, last);
+            tg_pos_format(in->last, next);
+        } else if (in->n) {
+            tg_pos_format(in->msgs[in->n - 1]->pos, next);
+        } else {
+            tg_pos_format(in->last, next);
+        }
+        tg_sbuf_printf(&b, ",\"next\":\"%s\"}\n", next);
+    }
+    if (b.failed)
+        tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
+    else
+        tg_http_respond(req, 200, "application/json", "Cache-Control: no-cache\r\n", b.p, b.len);
+    tg_sbuf_free(&b);
+done:
+    free(pc);
+}
+
+static void pull(tg_apphub_t *h, tg_http_req_t *req, tg_str_t rest)
+{
+    static const char bad[] = "400 bad channel name, since or limit\n";
+    tg_str_t ch = rest;
+    bool messages = false;
+    const char *slash = memchr(rest.p, '/', rest.len);
+    if (slash) {
+        ch.len = (size_t)(slash - rest.p);
+        tg_str_t tail = { slash, rest.len - ch.len };
+        if (tail.len != 9 || memcmp(tail.p, "/messages", 9) != 0) {
+            tg_http_respond(req, 404, "text/plain", NULL, "404 Not Found\n", 14);
+            return;
+        }
+        messages = true;
+    }
+    tg_str_t v;
+    tg_pos_t since;
+    uint64_t limit = 100;
+    bool has_since = messages && query_param(req->query, "since", &v);
+    if (!tg_chan_name_valid(ch.p, ch.len) || (has_since && !tg_pos_parse(v.p, v.len, &since)) ||
+        (messages && query_param(req->query, "limit", &v) &&
+         (!tg_json_uint(v, &limit) || limit == 0 || limit > 1000))) {
+        tg_http_respond(req, 400, "text/plain", NULL, bad, sizeof(bad) - 1);
+        return;
+    }
+    pull_ctx_t *pc = calloc(1, sizeof(*pc));
+    if (!pc) {
+        tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
+        return;
+    }
+    pc->req = req;
+    pc->messages = messages;
+    memcpy(pc->ch, ch.p, ch.len);
+    pc->ch_len = (uint8_t)ch.len;
+    tg_http_defer(req, pull_abort, pc);
+    if (tg_push_query(h->push, req->conn->loop, ch, has_since ? &since : NULL, (uint32_t)limit,
+                      pull_answer, pc) != 0) {
+        pc->req = NULL;
+        free(pc);
+        tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
+    }
+}
+
+/* ---- HTTP routes ---- */
+
+/* ---- batch publish: POST /pub with a JSON body ---- */
+
+#define BATCH_MAX 1000
+
+typedef struct batch {
+    tg_http_req_t *req;       /* NULL once the client left */
+    uint32_t       n;
+    uint32_t       pending;   /* publishes not answered yet */
+    struct {
+        tg_pos_t pos;
+        uint8_t  ch_len;
+        char     ch[TG_CHAN_NAME_MAX];
+    } items[];
+} batch_t;
+
+typedef struct batch_item {
+    batch_t *b;
+    uint32_t i;
+} batch_item_t;
+
+static void batch_abort(void *arg)
+{
+    ((batch_t *)arg)->req = NULL;
+}
+
+static void batch_finish(batch_t *b)
+{
+    if (b->req) {
+        tg_sbuf_t out = TG_SBUF_INIT;
+        bool ok = true;
+        tg_sbuf_put(&out, "{\"results\":[", 12);
+        for (uint32_t i = 0; i < b->n; i++) {
+            char p[TG_POS_TEXT_MAX];
+            tg_pos_format(b->items[i].pos, p);
+            ok = ok && b->items[i].pos.epoch != 0;
+            tg_sbuf_printf(&out, "%s{\"ch\":\"%.*s\",\"pos\":\"%s\"}", i ? "," : "",
+                           b->items[i].ch_len, b->items[i].ch, p);
+        }
+        tg_sbuf_put(&out, "]}\n", 3);
+        if (out.failed || !ok)
+            tg_http_respond(b->req, 503, "text/plain", NULL, "503 not all published\n", 22);
+        else
+            tg_http_respond(b->req, 202, "application/json", NULL, out.p, out.len);
+        tg_sbuf_free(&out);
+    }
+    free(b);
+}
+
+static void batch_done(void *arg, tg_pos_t pos)
+{
+    batch_item_t *it = arg;
+    batch_t *b = it->b;
+    b->items[it->i].pos = pos;
+    free(it);
+    if (--b->pending == 0)
+        batch_finish(b);
+}
+
+static bool batch_add(batch_t *b, tg_str_t ch, tg_str_t data)
+{
+    if (!tg_chan_name_valid(ch.p, ch.len) || b->n == BATCH_MAX)
+        return false;
+    memcpy(b->items[b->n].ch, ch.p, ch.len);
+    b->items[b->n].ch_len = (uint8_t)ch.len;
+    b->items[b->n].pos = (tg_pos_t){ 0, 0 };
+    b->n++;
+    return data.p != NULL;
+}
+
+/* {"messages":[{"ch":..,"data":..},...]} or {"channels":[..],"data":..}. */
+static void http_publish_batch(tg_apphub_t *h, tg_http_req_t *req)
+{
+    static const char bad[] = "400 expected {\"messages\":[{\"ch\":...,\"data\":...}]} or "
+                              "{\"channels\":[...],\"data\":...} with valid channel names, "
+                              "at most 1000\n";
+    size_t n = req->body->len;
+    char *body = malloc(n ? n : 1);
+    batch_t *b = calloc(1, sizeof(*b) + BATCH_MAX * sizeof(b->items[0]));
+    tg_str_t *els = malloc(BATCH_MAX * sizeof(*els));
+    tg_str_t *datas = malloc(BATCH_MAX * sizeof(*datas));
+    if (!body || !b || !els || !datas) {
+        tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
+        goto out;
+    }
+    tg_buf_copy_out(req->body, 0, body, n);
+    tg_json_member_t top[4];
+    int nt = tg_json_object(body, n, top, 4);
+    tg_str_t msgs = { NULL, 0 }, chans = { NULL, 0 }, data = { NULL, 0 };
+    for (int i = 0; i < nt; i++) {
+        tg_str_t k = top[i].key;
+        if (k.len == 8 && !memcmp(k.p, "messages", 8))
+            msgs = top[i].value;
+        else if (k.len == 8 && !memcmp(k.p, "channels", 8))
+            chans = top[i].value;
+        else if (k.len == 4 && !memcmp(k.p, "data", 4))
+            data = top[i].value;
+    }
+    bool ok = nt > 0 && (msgs.p != NULL) != (chans.p != NULL);
+    if (ok && msgs.p) {
+        int m = tg_json_array(msgs.p, msgs.len, els, BATCH_MAX);
+        ok = m > 0;
+        for (int i = 0; ok && i < m; i++) {
+            tg_json_member_t f[8];
+            int nf = tg_json_object(els[i].p, els[i].len, f, 8);
+            tg_str_t ch = { NULL, 0 }, d = { NULL, 0 };
+            for (int j = 0; j < nf; j++) {
+                if (f[j].key.len == 2 && !memcmp(f[j].key.p, "ch", 2))
+                    tg_json_plain_string(f[j].value, &ch);
+                else if (f[j].key.len == 4 && !memcmp(f[j].key.p, "data", 4))
+                    d = f[j].value;
+            }
+            ok = nf > 0 && ch.p && d.p && batch_add(b, ch, d);
+            datas[i] = d;
+        }
+    } else if (ok) {
+        int m = tg_json_array(chans.p, chans.len, els, BATCH_MAX);
+        ok = m > 0 && data.p;
+        for (int i = 0; ok && i < m; i++) {
+            tg_str_t ch;
+            ok = tg_json_plain_string(els[i], &ch) && batch_add(b, ch, data);
+            datas[i] = data;
+        }
+    }
+    if (!ok) {
+        tg_http_respond(req, 400, "text/plain", NULL, bad, sizeof(bad) - 1);
+        goto out;
+    }
+    /* Every message is made before any is published: all or nothing. */
+    tg_msg_t **made = calloc(b->n, sizeof(*made));
+    batch_item_t **items = calloc(b->n, sizeof(*items));
+    bool made_all = made && items;
+    for (uint32_t i = 0; made_all && i < b->n; i++) {
+        made[i] = tg_msg_new_kind((tg_str_t){ b->items[i].ch, b->items[i].ch_len }, datas[i].p,
+                                  datas[i].len, h->nloops, TG_PAYLOAD_JSON);
+        items[i] = malloc(sizeof(**items));
+        made_all = made[i] && items[i];
+    }
+    if (!made_all) {
+        for (uint32_t i = 0; made && i < b->n; i++)
+            if (made[i])
+                tg_msg_unref(made[i]);
+        for (uint32_t i = 0; items && i < b->n; i++)
+            free(items[i]);
+        free(made);
+        free(items);
+        tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
+        goto out;
+    }
+    b->req = req;
+    b->pending = b->n + 1; /* one for this function, so the answer waits for the loop's end */
+    tg_http_defer(req, batch_abort, b);
+    for (uint32_t i = 0; i < b->n; i++) {
+        items[i]->b = b;
+        items[i]->i = i;
+        if (tg_push_publish(h->push, req->conn->loop, made[i], batch_done, items[i]) != 0) {
+            free(items[i]);
+            b->pending--; /* its position stays 0: the answer says not all were published */
+        }
+    }
+    free(made);
+    free(items);
+    if (--b->pending == 0)
+        batch_finish(b);
+    b = NULL;
+out:
+    free(b);
+    free(body);
+    free(els);
+    free(datas);
 }
 
 static void http_pub_done(void *arg, tg_pos_t pos)
@@ -469,6 +746,24 @@ bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req)
     tg_str_t rest;
     if (req->path.len == 3 && memcmp(req->path.p, "/ws", 3) == 0) {
         tg_wsconn_accept(&h->ws, req);
+        return true;
+    }
+    if (prefix(req->path, "/channels/", &rest)) {
+        if (!req->head && strcmp(req->method, "GET") != 0) {
+            static const char msg[] = "405 channels are read with GET\n";
+            tg_http_respond(req, 405, "text/plain", "Allow: GET, HEAD\r\n", msg, sizeof(msg) - 1);
+            return true;
+        }
+        pull(h, req, rest);
+        return true;
+    }
+    if (req->path.len == 4 && memcmp(req->path.p, "/pub", 4) == 0) {
+        if (strcmp(req->method, "POST") != 0) {
+            static const char msg[] = "405 publish with POST\n";
+            tg_http_respond(req, 405, "text/plain", "Allow: POST\r\n", msg, sizeof(msg) - 1);
+            return true;
+        }
+        http_publish_batch(h, req);
         return true;
     }
     if (prefix(req->path, "/pub/", &rest)) {

@@ -57,6 +57,7 @@ typedef struct http_conn {
     bool              responded;
     bool              waiting;    /* reads paused until output drains or a deferred answer */
     bool              deferred;   /* the handler answers later */
+    bool              in_dispatch; /* the handler is running */
     tg_http_abort_cb *abort;      /* told if the connection closes first */
     void             *abort_arg;
     const tg_proto_t *takeover;   /* the protocol the connection switches to */
@@ -439,8 +440,13 @@ void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, c
     if (!req->head && len > 0 && status != 204 && status != 304)
         (void)tg_conn_write(c, body, len);
     tg_counter_add(&hl->responses[status / 100 <= 5 ? status / 100 : 0], 1);
-    if (hc->deferred)
-        answered_later(hc);
+    if (hc->deferred) {
+        hc->deferred = false;
+        hc->abort = NULL;
+        /* Answered before the handler even returned: the usual path goes on. */
+        if (!hc->in_dispatch)
+            answered_later(hc);
+    }
 }
 
 void tg_http_respond_head(tg_http_req_t *req, int status, const char *extra)
@@ -571,7 +577,9 @@ static void dispatch(http_conn_t *hc)
     r->nheaders = hc->nheaders;
     r->body = &hc->body;
     tg_counter_add(&loop_of(hc)->requests, 1);
+    hc->in_dispatch = true;
     hc->srv->handler(r, hc->srv->arg);
+    hc->in_dispatch = false;
     if (!hc->responded && !hc->deferred && tg_conn_open(hc->conn)) {
         static const char msg[] = "500 no response\n";
         tg_http_respond(r, 500, "text/plain", NULL, msg, sizeof(msg) - 1);
@@ -792,8 +800,6 @@ static void replay_pending(http_conn_t *hc)
 /* A deferred request was answered: carry on with the connection. */
 static void answered_later(http_conn_t *hc)
 {
-    hc->deferred = false;
-    hc->abort = NULL;
     if (!finish_request(hc))
         return;
     if (hc->waiting && tg_conn_pending(hc->conn) <= hc->srv->limits.max_out)

@@ -308,6 +308,36 @@ int tg_json_object(const char *p, size_t n, tg_json_member_t *out, int max)
     return skip_ws(p, n, i) == n ? count : -1;
 }
 
+int tg_json_array(const char *p, size_t n, tg_str_t *out, int max)
+{
+    size_t i = skip_ws(p, n, 0);
+    if (i >= n || p[i] != '[')
+        return -1;
+    i = skip_ws(p, n, i + 1);
+    int count = 0;
+    if (i < n && p[i] == ']') {
+        i++;
+    } else {
+        for (;;) {
+            size_t end = scan_value(p, n, i, TG_JSON_DEPTH - 1);
+            if (end == BAD || count >= max)
+                return -1;
+            out[count++] = (tg_str_t){ p + i, end - i };
+            i = skip_ws(p, n, end);
+            if (i < n && p[i] == ',') {
+                i = skip_ws(p, n, i + 1);
+                continue;
+            }
+            if (i < n && p[i] == ']') {
+                i++;
+                break;
+            }
+            return -1;
+        }
+    }
+    return skip_ws(p, n, i) == n ? count : -1;
+}
+
 bool tg_json_plain_string(tg_str_t v, tg_str_t *out)
 {
     if (v.len < 2 || v.p[0] != '"' || scan_string(v.p, v.len, 0) != v.len ||

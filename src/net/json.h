@@ -28,6 +28,10 @@ typedef struct tg_json_member {
  * matches a plain name, which is what a command parser wants. */
 int tg_json_object(const char *p, size_t n, tg_json_member_t *out, int max);
 
+/* Splits a JSON array into its elements, each raw; returns how many (up to
+ * <max>), or -1 when <p> is not a valid array or has more than <max>. */
+int tg_json_array(const char *p, size_t n, tg_str_t *out, int max);
+
 /* If <v> is a JSON string without escapes, sets <*out> to its contents and
  * returns true. */
 bool tg_json_plain_string(tg_str_t v, tg_str_t *out);

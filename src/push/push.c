@@ -490,6 +490,116 @@ int tg_push_publish(tg_push_t *p, tg_loop_t *loop, tg_msg_t *msg, tg_publish_cb 
     return 0;
 }
 
+/* ---- queries (pull API) ---- */
+
+typedef struct query_req {
+    tg_mail_t      mail;
+    push_loop_t   *origin;
+    tg_query_cb   *cb;
+    void          *arg;
+    bool           has_since;
+    tg_pos_t       since;
+    uint32_t       limit;
+    tg_chan_info_t info;
+    tg_msg_t     **msgs;
+    uint64_t       hash;
+    uint8_t        name_len;
+    char           name[];
+} query_req_t;
+
+static void on_query_answer(tg_mail_t *mail, void *arg)
+{
+    (void)arg;
+    query_req_t *q = tg_container_of(mail, query_req_t, mail);
+    q->info.msgs = q->msgs;
+    q->cb(q->arg, &q->info);
+    for (uint32_t i = 0; i < q->info.n; i++)
+        tg_msg_unref(q->msgs[i]);
+    free(q->msgs);
+    free(q);
+}
+
+static void answer_query(push_loop_t *pl, query_req_t *q)
+{
+    tg_chan_t *c = find_chan(&pl->homes, q->hash, q->name, q->name_len);
+    if (c) {
+        chan_expire(pl, c);
+        tg_chan_info_t *in = &q->info;
+        in->exists = true;
+        in->last = (tg_pos_t){ c->epoch, c->seq };
+        in->held = c->count;
+        for (int i = 0; i < pl->push->nloops; i++)
+            in->subscribers += atomic_load_explicit(&c->subs[i], memory_order_relaxed);
+        uint64_t oldest = c->seq - c->count + 1;
+        uint32_t skip = 0, n = c->count;
+        if (q->has_since) {
+            if (q->since.epoch != c->epoch || q->since.seq > c->seq ||
+                q->since.seq + 1 < oldest) {
+                in->gap = true;
+                in->gapv = (tg_gap_t){ q->since, in->last };
+                n = 0;
+            } else {
+                n = (uint32_t)(c->seq - q->since.seq);
+                skip = c->count - n;
+                if (n > q->limit)
+                    n = q->limit; /* the oldest first: the rest on the next call */
+            }
+        } else if (n > q->limit) {
+            skip = n - q->limit; /* the newest ones */
+            n = q->limit;
+        }
+        q->msgs = n ? malloc(n * sizeof(tg_msg_t *)) : NULL;
+        if (n && !q->msgs)
+            n = 0; /* answers what it can: the counts, no messages */
+        for (uint32_t i = 0; i < n; i++) {
+            q->msgs[i] = c->ring[(c->head + skip + i) % c->opts->history_len];
+            tg_msg_ref(q->msgs[i]);
+        }
+        in->n = n;
+    }
+}
+
+static void on_query(tg_mail_t *mail, void *arg)
+{
+    query_req_t *q = tg_container_of(mail, query_req_t, mail);
+    push_loop_t *pl = &q->origin->push->loops[((tg_loop_t *)arg)->id];
+    if (!closing(pl->push))
+        answer_query(pl, q);
+    q->mail.cb = on_query_answer;
+    if (closing(pl->push))
+        on_query_answer(&q->mail, NULL);
+    else
+        tg_loop_post(q->origin->loop, &q->mail);
+}
+
+int tg_push_query(tg_push_t *p, tg_loop_t *loop, tg_str_t name, const tg_pos_t *since,
+                  uint32_t limit, tg_query_cb *cb, void *arg)
+{
+    query_req_t *q = calloc(1, sizeof(*q) + name.len);
+    if (!q)
+        return -ENOMEM;
+    q->origin = pl_of(p, loop);
+    q->cb = cb;
+    q->arg = arg;
+    q->limit = limit;
+    if (since) {
+        q->has_since = true;
+        q->since = *since;
+    }
+    q->hash = hash_name(name.p, name.len);
+    q->name_len = (uint8_t)name.len;
+    memcpy(q->name, name.p, name.len);
+    int home = home_of(p, q->hash);
+    if (home == loop->id) {
+        answer_query(q->origin, q);
+        on_query_answer(&q->mail, NULL);
+        return 0;
+    }
+    q->mail.cb = on_query;
+    tg_loop_post(p->loops[home].loop, &q->mail);
+    return 0;
+}
+
 /* ---- local side ---- */
 
 static void sub_count(tg_lchan_t *lc, push_loop_t *pl, int delta)

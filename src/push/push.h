@@ -122,6 +122,27 @@ void tg_push_unsubscribe(tg_push_t *p, tg_sub_t *sub);
 /* Loop thread. A latest-mode subscriber caught up: send what was held. */
 void tg_push_sub_drained(tg_push_t *p, tg_sub_t *sub);
 
+/* What a channel holds, as its home loop saw it (for the pull API). */
+typedef struct tg_chan_info {
+    bool             exists;
+    tg_pos_t         last;        /* last position given (seq 0: none yet) */
+    uint32_t         held;        /* messages in history */
+    uint64_t         subscribers; /* on every loop, long-polls included */
+    bool             gap;         /* <since> is not reachable: <gapv> */
+    tg_gap_t         gapv;
+    tg_msg_t *const *msgs;        /* borrowed for the callback, oldest first */
+    uint32_t         n;
+} tg_chan_info_t;
+
+typedef void tg_query_cb(void *arg, const tg_chan_info_t *info);
+
+/* Loop thread of <loop>. Asks channel <name>'s home what it holds: with
+ * <since>, the held messages after it (or a gap); without, the newest held;
+ * at most <limit>. <cb> runs later on <loop> (now, if <loop> is home). Never
+ * creates the channel. Returns 0 or -ENOMEM. */
+int tg_push_query(tg_push_t *p, tg_loop_t *loop, tg_str_t name, const tg_pos_t *since,
+                  uint32_t limit, tg_query_cb *cb, void *arg);
+
 /* The channel's name, for a subscription in any state but IDLE. */
 tg_str_t tg_sub_chan(const tg_sub_t *sub);
 

@@ -13,6 +13,8 @@ import threading
 
 import websockets
 
+import tidegate
+
 
 def stalled_subscriber(server, ch, rcvbuf=4096):
     """A WebSocket subscriber over a plain socket that reads nothing until told."""
@@ -105,7 +107,9 @@ def test_latest_channel_collapses_a_stalled_backlog(make_server):
     st = server.stats()
     assert st["push"]["conflated"] > 0
     # 10,000 x 1 KB went through; a queue per subscriber would have kept megabytes.
-    assert grown < 4 * 1024 * 1024, grown
+    # (Under AddressSanitizer freed memory sits in its quarantine: RSS says nothing.)
+    if not tidegate.is_asan(tidegate.binary_path()):
+        assert grown < 4 * 1024 * 1024, grown
     s.close()
 
 

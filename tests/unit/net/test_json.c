@@ -489,9 +489,27 @@ static void base64_round_trips(void **state)
     }
 }
 
+static void array_splits_elements_raw(void **state)
+{
+    (void)state;
+    tg_str_t el[4];
+    const char *doc = " [ 1 , \"a,b\" , {\"k\":[2,3]} , [] ] ";
+    assert_int_equal(tg_json_array(doc, strlen(doc), el, 4), 4);
+    assert_int_equal(el[0].len, 1);
+    assert_memory_equal(el[1].p, "\"a,b\"", 5);
+    assert_memory_equal(el[2].p, "{\"k\":[2,3]}", 11);
+    assert_memory_equal(el[3].p, "[]", 2);
+    assert_int_equal(tg_json_array("[]", 2, el, 4), 0);
+    assert_int_equal(tg_json_array("[1,2,3,4,5]", 11, el, 4), -1); /* more than max */
+    assert_int_equal(tg_json_array("[1,]", 4, el, 4), -1);
+    assert_int_equal(tg_json_array("{}", 2, el, 4), -1);
+    assert_int_equal(tg_json_array("[1] x", 5, el, 4), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(array_splits_elements_raw),
         cmocka_unit_test(valid_documents_are_accepted),
         cmocka_unit_test(invalid_documents_are_refused),
         cmocka_unit_test(every_prefix_of_a_container_is_refused),
