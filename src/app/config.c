@@ -62,6 +62,12 @@ const tg_config_key_t tg_config_keys[] = {
       "heartbeat on idle SSE and chunked streams this often; 0s = never" },
     { "poll.timeout", TG_CFG_DURATION, F(poll_timeout_ms), 1, DAY_MS, "30s",
       "a long-poll with nothing to answer gets 204 after this" },
+    { "frames.listen", TG_CFG_ADDRESS, F(frames_listen), 0, 0, "",
+      "TCP frames listener for native clients, HOST:PORT; empty = none" },
+    { "frames.max_frame", TG_CFG_SIZE, F(frames_max), 16, 1 << 30, "1m",
+      "largest TCP frame body a client may send; larger closes the connection" },
+    { "frames.idle", TG_CFG_DURATION, F(frames_idle_ms), 0, DAY_MS, "60s",
+      "ping a silent TCP-frames client after this, close it after twice; 0s = never" },
     { NULL },
 };
 
@@ -231,7 +237,9 @@ int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *er
     case TG_CFG_ADDRESS: {
         struct sockaddr_storage ss;
         socklen_t len;
-        if (strlen(value) >= k->size || tg_addr_parse(value, &ss, &len) != 0)
+        bool may_be_empty = k->def[0] == '\0';
+        if (strlen(value) >= k->size ||
+            ((*value || !may_be_empty) && tg_addr_parse(value, &ss, &len) != 0))
             return refuse(err, cap, "'%s' expects HOST:PORT, [V6]:PORT or :PORT with a numeric "
                                     "host (or localhost) and a port up to 65535, not '%s'",
                           key, value);

@@ -41,6 +41,9 @@ typedef struct tg_config {
     uint32_t         ws_ping_ms;          /* 0: no pings */
     uint32_t         sse_heartbeat_ms;    /* 0: no heartbeat comments */
     uint32_t         poll_timeout_ms;     /* long-poll answered 204 after this */
+    char             frames_listen[128];  /* TCP frames listener; empty: none */
+    uint32_t         frames_max;          /* body bytes of one frame */
+    uint32_t         frames_idle_ms;      /* ping a silent frames client after this */
     int              nrules;
     tg_config_rule_t rules[TG_CHAN_RULES_MAX];
 } tg_config_t;

@@ -827,7 +827,8 @@ bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req)
 }
 
 int tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_cfg_t *ws,
-                   uint32_t sse_heartbeat_ms, uint32_t poll_timeout_ms, uint64_t max_output)
+                   uint32_t sse_heartbeat_ms, uint32_t poll_timeout_ms, uint64_t max_output,
+                   uint32_t max_frame, uint32_t frame_idle_ms)
 {
     memset(h, 0, sizeof(*h));
     h->base.on_command = hub_command;
@@ -838,6 +839,7 @@ int tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_
     h->max_output = max_output;
     h->poll_timeout_ms = poll_timeout_ms;
     tg_stream_server_init(&h->streams, sse_heartbeat_ms, &h->base);
+    tg_frameconn_server_init(&h->frames, max_frame, frame_idle_ms, &h->base);
     return tg_wsconn_server_init(&h->ws, ws, &h->base, nloops);
 }
 

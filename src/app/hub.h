@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 
+#include "net/frameconn.h"
 #include "net/http.h"
 #include "net/session.h"
 #include "net/sse.h"
@@ -19,13 +20,15 @@ typedef struct tg_apphub {
     tg_push_t         *push;
     tg_wsconn_server_t ws;
     tg_stream_server_t streams; /* SSE and chunked */
+    tg_frameconn_server_t frames; /* TCP frames, on their own listener */
     int                nloops;
     uint64_t           max_output; /* per connection, all-mode channels: slow past it */
     uint32_t           poll_timeout_ms; /* a long-poll with nothing to answer gets 204 */
 } tg_apphub_t;
 
 int  tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_cfg_t *ws,
-                    uint32_t sse_heartbeat_ms, uint32_t poll_timeout_ms, uint64_t max_output);
+                    uint32_t sse_heartbeat_ms, uint32_t poll_timeout_ms, uint64_t max_output,
+                    uint32_t max_frame, uint32_t frame_idle_ms);
 void tg_apphub_fini(tg_apphub_t *h);
 /* Routes the request if it is the hub's; false when it is not. */
 bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req);

@@ -63,34 +63,40 @@ static void close_own_listener(tg_loop_t *loop)
     tg_server_t *s = loop->app;
     if (s->listeners)
         tg_listener_close(&s->listeners[loop->id]);
+    if (s->frame_listeners)
+        tg_listener_close(&s->frame_listeners[loop->id]);
 }
 
-static int open_listeners(tg_server_t *s, char *err, size_t cap)
+/* Opens the listeners of one address for <proto>: one for the acceptor, or
+ * one per loop (reuseport) into <*per_loop>. */
+static int open_listeners(tg_server_t *s, const char *addr, const tg_proto_t *proto,
+                          tg_listener_t **per_loop, char *bound, size_t bound_cap, char *err,
+                          size_t cap)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (tg_addr_parse(s->cfg.listen, &ss, &len) != 0) {
-        snprintf(err, cap, "listen: cannot parse '%s' (HOST:PORT, [V6]:PORT or :PORT)",
-                 s->cfg.listen);
+    if (tg_addr_parse(addr, &ss, &len) != 0) {
+        snprintf(err, cap, "listen: cannot parse '%s' (HOST:PORT, [V6]:PORT or :PORT)", addr);
         return -EINVAL;
     }
     int n = s->cfg.reuseport ? s->nloops : 1;
+    tg_listener_t *ls = NULL;
     if (s->cfg.reuseport) {
-        s->listeners = calloc((size_t)n, sizeof(*s->listeners));
-        if (!s->listeners)
+        ls = *per_loop = calloc((size_t)n, sizeof(*ls));
+        if (!ls)
             return -ENOMEM;
         for (int i = 0; i < n; i++)
-            s->listeners[i].w.fd = -1;
+            ls[i].w.fd = -1;
     }
     for (int i = 0; i < n; i++) {
         int fd = tg_listen_open(&ss, len, s->cfg.reuseport, s->cfg.backlog);
         if (fd < 0) {
-            snprintf(err, cap, "listen %s: %s", s->cfg.listen, strerror(-fd));
+            snprintf(err, cap, "listen %s: %s", addr, strerror(-fd));
             return fd;
         }
         if (i == 0) {
             /* Port 0 picks one port: the other listeners share it. */
-            tg_addr_local(fd, s->bound, sizeof(s->bound));
+            tg_addr_local(fd, bound, bound_cap);
             struct sockaddr_storage got;
             socklen_t glen = sizeof(got);
             if (getsockname(fd, (struct sockaddr *)&got, &glen) == 0) {
@@ -98,11 +104,10 @@ static int open_listeners(tg_server_t *s, char *err, size_t cap)
                 len = glen;
             }
         }
-        int rc = s->cfg.reuseport
-                     ? tg_listener_attach(&s->listeners[i], &s->loops[i], fd, &s->http.proto)
-                     : tg_acceptor_add(&s->acceptor, fd, &s->http.proto);
+        int rc = s->cfg.reuseport ? tg_listener_attach(&ls[i], &s->loops[i], fd, proto)
+                                  : tg_acceptor_add(&s->acceptor, fd, proto);
         if (rc != 0) {
-            snprintf(err, cap, "listen %s: %s", s->cfg.listen, strerror(-rc));
+            snprintf(err, cap, "listen %s: %s", addr, strerror(-rc));
             return rc;
         }
     }
@@ -149,13 +154,19 @@ int tg_server_start(tg_server_t *s, const tg_config_t *cfg, char *err, size_t ca
     }
     tg_wsconn_cfg_t ws = { .max_message = cfg->ws_max_message, .ping_ms = cfg->ws_ping_ms };
     if ((rc = tg_apphub_init(&s->hub, s->push, s->nloops, &ws, cfg->sse_heartbeat_ms,
-                             cfg->poll_timeout_ms, cfg->push_max_output)) != 0)
+                             cfg->poll_timeout_ms, cfg->push_max_output, cfg->frames_max,
+                             cfg->frames_idle_ms)) != 0)
         goto fail;
     if (!cfg->reuseport && (rc = tg_acceptor_init(&s->acceptor, s->loop_ptrs, s->nloops)) != 0) {
         snprintf(err, cap, "acceptor: %s", strerror(-rc));
         goto fail;
     }
-    if ((rc = open_listeners(s, err, cap)) != 0)
+    if ((rc = open_listeners(s, cfg->listen, &s->http.proto, &s->listeners, s->bound,
+                             sizeof(s->bound), err, cap)) != 0)
+        goto fail;
+    if (cfg->frames_listen[0] &&
+        (rc = open_listeners(s, cfg->frames_listen, &s->hub.frames.proto, &s->frame_listeners,
+                             s->frames_bound, sizeof(s->frames_bound), err, cap)) != 0)
         goto fail;
     if ((rc = tg_workers_start(&s->workers, cfg->workers)) != 0) {
         snprintf(err, cap, "workers: %s", strerror(-rc));
@@ -172,6 +183,8 @@ int tg_server_start(tg_server_t *s, const tg_config_t *cfg, char *err, size_t ca
     }
     tg_log_info("listening on %s (%d io threads, %d workers, %s)", s->bound, s->nloops,
                 cfg->workers, cfg->reuseport ? "reuseport" : "acceptor");
+    if (cfg->frames_listen[0])
+        tg_log_info("TCP frames listening on %s", s->frames_bound);
     return 0;
 
 fail_threads:
@@ -201,6 +214,8 @@ void tg_server_stop(tg_server_t *s)
     for (int i = 0; s->loops && i < s->nloops; i++) {
         if (s->listeners && s->listeners[i].w.fd != -1)
             tg_listener_close(&s->listeners[i]);
+        if (s->frame_listeners && s->frame_listeners[i].w.fd != -1)
+            tg_listener_close(&s->frame_listeners[i]);
         tg_loop_fini(&s->loops[i]); /* also runs completions the workers posted */
     }
     if (workers)
@@ -211,9 +226,11 @@ void tg_server_stop(tg_server_t *s)
     if (s->http.loops)
         tg_http_server_fini(&s->http);
     free(s->listeners);
+    free(s->frame_listeners);
     free(s->loop_ptrs);
     free(s->loops);
     s->listeners = NULL;
+    s->frame_listeners = NULL;
     s->loop_ptrs = NULL;
     s->loops = NULL;
 }

@@ -20,12 +20,14 @@ typedef struct tg_server {
     tg_loop_t      **loop_ptrs;
     tg_acceptor_t    acceptor;  /* acceptor mode */
     tg_listener_t   *listeners; /* reuseport mode: one per loop */
+    tg_listener_t   *frame_listeners; /* reuseport mode, frames.listen set: one per loop */
     tg_http_server_t http;
     tg_workers_t     workers;
     tg_push_t       *push;
     tg_apphub_t      hub;
     uint64_t         started_ms;
     char             bound[80]; /* the address actually listened on */
+    char             frames_bound[80];
 } tg_server_t;
 
 /* Binds, starts every thread. Returns 0, or a negative errno with a message in <err>. */

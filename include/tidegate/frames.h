@@ -1,0 +1,20 @@
+/* tidegate/frames.h - the TCP frame protocol between tidegate and native
+ * clients (docs/protocol.md, "TCP frames"): what a client written in C
+ * compiles against. A frame is a 4-byte big-endian length of what follows,
+ * a type byte, then the body. */
+#ifndef TIDEGATE_FRAMES_H
+#define TIDEGATE_FRAMES_H
+
+#include <stdint.h>
+
+#define TG_FRAME_HEADER 5           /* length (4) + type (1) */
+#define TG_FRAME_MAX_DEFAULT 1048576 /* body bytes, unless configured */
+
+enum tg_frame_type {
+    TG_FRAME_JSON = 1,   /* both ways: one command or message, as JSON */
+    TG_FRAME_BINARY = 2, /* server to client: u16 BE header length, JSON header, raw payload */
+    TG_FRAME_PING = 3,   /* both ways, empty: answered with PONG */
+    TG_FRAME_PONG = 4,   /* both ways, empty */
+};
+
+#endif

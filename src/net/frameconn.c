@@ -1,0 +1,249 @@
+/* net/frameconn.c - see frameconn.h. */
+#include "net/frameconn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/sbuf.h"
+#include "net/close.h"
+#include "net/frame.h"
+
+typedef struct frame_rx { /* held only while a frame is mid-arrival */
+    tg_frame_reader_t reader;
+    tg_buf_t          body;
+} frame_rx_t;
+
+typedef struct frame_conn {
+    tg_session_t           session; /* first: c->data points at the session */
+    tg_frameconn_server_t *srv;
+    frame_rx_t            *rx;
+    bool                   pinged;  /* a ping is out, unanswered */
+} frame_conn_t;
+
+static void send_frame(tg_conn_t *c, uint8_t type, const void *p, size_t n)
+{
+    uint8_t hdr[TG_FRAME_HEADER];
+    tg_frame_header(hdr, type, (uint32_t)n);
+    if (tg_conn_write(c, hdr, sizeof(hdr)) == 0 && n > 0)
+        (void)tg_conn_write(c, p, n);
+}
+
+static tg_shared_t *encode(const tg_msgview_t *m)
+{
+    tg_sbuf_t b = TG_SBUF_INIT;
+    tg_sbuf_put(&b, "01234", TG_FRAME_HEADER); /* room for the header */
+    uint8_t type = TG_FRAME_JSON;
+    if (m->kind == 2) { /* binary: a JSON header, then the payload raw */
+        char pos[TG_POS_TEXT_MAX];
+        tg_pos_format(m->pos, pos);
+        tg_sbuf_put(&b, "00", 2);
+        size_t at = b.len;
+        tg_sbuf_printf(&b, "{\"type\":\"msg\",\"ch\":\"%.*s\",\"pos\":\"%s\"}", (int)m->ch.len,
+                       m->ch.p, pos);
+        size_t hl = b.len - at;
+        if (!b.failed) {
+            b.p[at - 2] = (char)(hl >> 8);
+            b.p[at - 1] = (char)hl;
+        }
+        tg_sbuf_put(&b, m->data, m->len);
+        type = TG_FRAME_BINARY;
+    } else {
+        tg_session_envelope(&b, m);
+    }
+    tg_shared_t *f = NULL;
+    if (!b.failed && (f = tg_shared_new(b.len)) != NULL) {
+        memcpy(f->data, b.p, b.len);
+        tg_frame_header((uint8_t *)f->data, type, (uint32_t)(b.len - TG_FRAME_HEADER));
+    }
+    tg_sbuf_free(&b);
+    return f;
+}
+
+static void fc_send_msg(tg_session_t *s, const tg_msgview_t *m, tg_shared_t **cache)
+{
+    if (!cache[TG_SLOT_FRAME])
+        cache[TG_SLOT_FRAME] = encode(m);
+    tg_shared_t *f = cache[TG_SLOT_FRAME];
+    if (!f) {
+        tg_conn_close(s->conn, TG_CLOSE_NOMEM);
+        return;
+    }
+    (void)tg_conn_write_ref(s->conn, f, 0, f->len);
+}
+
+static void fc_send_json(tg_session_t *s, const char *type, const tg_pos_t *pos, const char *json,
+                         size_t len)
+{
+    (void)type;
+    (void)pos;
+    send_frame(s->conn, TG_FRAME_JSON, json, len);
+}
+
+static size_t fc_backlog(tg_session_t *s)
+{
+    return tg_conn_pending(s->conn);
+}
+
+static void fc_close(tg_session_t *s, int code, const char *why)
+{
+    if (!tg_conn_open(s->conn))
+        return;
+    char json[192];
+    int n = snprintf(json, sizeof(json), "{\"type\":\"error\",\"code\":\"%s\",\"message\":\"%s\"}",
+                     tg_close_info(code)->name, why ? why : "");
+    send_frame(s->conn, TG_FRAME_JSON, json, (size_t)n);
+    tg_conn_close_after_flush(s->conn, code);
+}
+
+static const tg_transport_t frame_transport = {
+    .name = "frames",
+    .send_msg = fc_send_msg,
+    .send_json = fc_send_json,
+    .backlog = fc_backlog,
+    .close = fc_close,
+};
+
+static void rx_release(frame_conn_t *f, tg_conn_t *c)
+{
+    if (!f->rx)
+        return;
+    tg_buf_clear(&f->rx->body, &c->loop->chunks);
+    free(f->rx);
+    f->rx = NULL;
+}
+
+static void on_frame(frame_conn_t *f, tg_conn_t *c)
+{
+    tg_buf_t *body = &f->rx->body;
+    switch (f->rx->reader.type) {
+    case TG_FRAME_PING:
+        send_frame(c, TG_FRAME_PONG, NULL, 0);
+        break;
+    case TG_FRAME_PONG:
+        break;
+    default: { /* JSON: a command */
+        size_t n = body->len;
+        char stack[4096];
+        char *p = n <= sizeof(stack) ? stack : malloc(n);
+        if (!p) {
+            tg_conn_close(c, TG_CLOSE_NOMEM);
+            return;
+        }
+        tg_buf_copy_out(body, 0, p, n);
+        tg_buf_clear(body, &c->loop->chunks);
+        tg_session_command(&f->session, p, n);
+        if (p != stack)
+            free(p);
+        return;
+    }
+    }
+    tg_buf_clear(body, &c->loop->chunks);
+}
+
+static void fc_data(tg_conn_t *c, const char *p, size_t n)
+{
+    frame_conn_t *f = c->data;
+    f->pinged = false; /* the client is alive */
+    if (f->srv->idle_ms)
+        tg_conn_timer_arm(c, f->srv->idle_ms);
+    if (!f->rx) {
+        f->rx = malloc(sizeof(*f->rx));
+        if (!f->rx) {
+            tg_conn_close(c, TG_CLOSE_NOMEM);
+            return;
+        }
+        tg_frame_reader_init(&f->rx->reader, f->srv->max_frame);
+        f->rx->body = TG_BUF_INIT;
+    }
+    while (n > 0 && tg_conn_open(c)) {
+        const char *why = NULL;
+        tg_frame_result_t r = tg_frame_read(&f->rx->reader, &p, &n, &f->rx->body,
+                                            &c->loop->chunks, &why);
+        if (r == TG_FRAME_MORE)
+            break;
+        if (r == TG_FRAME_BAD) {
+            tg_log_info("frames: closing connection %llx: %s", (unsigned long long)tg_conn_id(c),
+                        why);
+            rx_release(f, c);
+            fc_close(&f->session, strcmp(why, "frame too big") == 0 ? TG_CLOSE_TOO_BIG
+                                                                     : TG_CLOSE_PROTOCOL,
+                     why);
+            return;
+        }
+        on_frame(f, c);
+    }
+    if (tg_conn_open(c) && !tg_frame_reader_busy(&f->rx->reader) && tg_buf_empty(&f->rx->body))
+        rx_release(f, c);
+}
+
+static int fc_open(tg_conn_t *c)
+{
+    tg_frameconn_server_t *fs = c->proto->ctx;
+    frame_conn_t *f = calloc(1, sizeof(*f));
+    if (!f)
+        return -1;
+    f->srv = fs;
+    f->session.conn = c;
+    f->session.transport = &frame_transport;
+    f->session.hub = fs->hub;
+    tg_list_init(&f->session.items);
+    c->data = f;
+    if (fs->idle_ms)
+        tg_conn_timer_arm(c, fs->idle_ms);
+    return 0;
+}
+
+static void fc_timer(tg_conn_t *c)
+{
+    frame_conn_t *f = c->data;
+    if (f->pinged) { /* silent through a whole interval after a ping */
+        tg_conn_close(c, TG_CLOSE_PING_TIMEOUT);
+        return;
+    }
+    send_frame(c, TG_FRAME_PING, NULL, 0);
+    f->pinged = true;
+    tg_conn_timer_arm(c, f->srv->idle_ms);
+}
+
+static void fc_drained(tg_conn_t *c)
+{
+    frame_conn_t *f = c->data;
+    if (f->session.hub->on_drained)
+        f->session.hub->on_drained(f->session.hub, &f->session);
+}
+
+static void fc_stop(tg_conn_t *c)
+{
+    fc_close(&((frame_conn_t *)c->data)->session, TG_CLOSE_SHUTDOWN, "server shutting down");
+}
+
+static void fc_conn_close(tg_conn_t *c, int reason)
+{
+    (void)reason;
+    frame_conn_t *f = c->data;
+    if (!f)
+        return;
+    f->session.hub->on_close(f->session.hub, &f->session);
+    rx_release(f, c);
+    free(f);
+    c->data = NULL;
+}
+
+void tg_frameconn_server_init(tg_frameconn_server_t *fs, uint32_t max_frame, uint32_t idle_ms,
+                              tg_hub_t *hub)
+{
+    fs->max_frame = max_frame;
+    fs->idle_ms = idle_ms;
+    fs->hub = hub;
+    fs->proto = (tg_proto_t){
+        .name = "frames",
+        .ctx = fs,
+        .on_open = fc_open,
+        .on_data = fc_data,
+        .on_drained = fc_drained,
+        .on_timer = fc_timer,
+        .on_stop = fc_stop,
+        .on_close = fc_conn_close,
+    };
+}
