@@ -8,7 +8,7 @@ set -euo pipefail
 build=(gcc make pkg-config node-llhttp libssl-dev zlib1g-dev liblz4-dev libxxhash-dev
        libc-ares-dev libhiredis-dev)
 test=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-websockets
-      python3-aiohttp python3-redis redis-server curl procps)
+      python3-aiohttp python3-redis redis-server curl procps chromium nodejs)
 bench=(wrk nginx redis-server gnuplot procps)
 
 want=("${build[@]}")
@@ -19,13 +19,30 @@ case "${1:-build}" in
   *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac
 
+# npm comes with some nodejs builds and is a package of its own in Debian's.
+if [ "${1:-build}" = test ] && ! command -v npm >/dev/null; then
+  want+=(npm)
+fi
+
 missing=()
 for p in "${want[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+browser_modules() {
+  # The browser test's one npm package (playwright-core drives Debian's Chromium).
+  local dir
+  dir="$(cd "$(dirname "$0")/../tests/browser" && pwd)"
+  if [ "${1:-build}" = test ] && [ ! -d "$dir/node_modules/playwright-core" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  browser_modules "${1:-build}"
+  exit 0
+fi
 
 echo "installing: ${missing[*]}"
 sudo=""
@@ -36,3 +53,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+browser_modules "${1:-build}"

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/page.h"
 #include "core/log.h"
 #include "core/sbuf.h"
 
@@ -28,13 +29,18 @@ static void handle(tg_http_req_t *r, void *arg)
     if (tg_apphub_route(&s->hub, r))
         return;
     bool get = r->head || strcmp(r->method, "GET") == 0;
-    bool known = path_is(r, "/healthz") || path_is(r, "/stats") || path_is(r, "/metrics");
+    bool known = path_is(r, "/healthz") || path_is(r, "/stats") || path_is(r, "/metrics") ||
+                 path_is(r, "/");
     if (!known) {
         respond_text(r, 404, "text/plain", NULL, "404 Not Found\n");
         return;
     }
     if (!get) {
         respond_text(r, 405, "text/plain", "Allow: GET, HEAD\r\n", "405 Method Not Allowed\n");
+        return;
+    }
+    if (path_is(r, "/")) {
+        tg_http_respond(r, 200, "text/html; charset=utf-8", NULL, tg_demo_page, tg_demo_page_len);
         return;
     }
     if (path_is(r, "/healthz")) {
