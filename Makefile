@@ -54,7 +54,7 @@ FUZZ_SHORT   ?= 20
 .PHONY: all build run test unit integration integration-asan fuzz fuzz-short bench format \
         deps deps-test clean
 all: build
-build: $(BIN)
+build: $(BIN) $(BUILD)/tidegate-bench
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
@@ -74,6 +74,9 @@ $(LIB): $(OBJ) $(LLHTTP_O)
 
 $(BIN): $(BUILD)/src/app/main.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
+
+$(BUILD)/tidegate-bench: tools/tidegate-bench.c $(LIB)
+	$(CC) $(CFLAGS) $(WARN) $< $(LIB) $(LDFLAGS) $(LIBS) -o $@
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)

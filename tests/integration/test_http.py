@@ -207,11 +207,18 @@ def test_body_sent_slowly_in_pieces(server):
 
 def test_unknown_path_is_404(server):
     c = server.connect()
-    for path in ("/", "/nope", "/healthz/", "/healthzz", "/stats/x", "/METRICS"):
+    for path in ("/nope", "/healthz/", "/healthzz", "/stats/x", "/METRICS", "//"):
         r = c.request("GET", path)
         assert r.status == 404, (path, r)
         assert_common_headers(r)
         assert not r.closes
+
+
+def test_root_serves_the_demo_page(server):
+    r = server.connect().request("GET", "/")
+    assert r.status == 200
+    assert r.header("Content-Type") == "text/html; charset=utf-8"
+    assert b"new EventSource(" in r.body and b"new WebSocket(" in r.body
 
 
 def test_other_methods_are_405_with_allow(server):
