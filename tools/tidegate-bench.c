@@ -30,7 +30,7 @@
 
 #include "net/ws.h"
 
-#define HIST_BUCKETS 4096 /* 10 us each: 0 .. 40 ms, then the last bucket */
+#define HIST_BUCKETS 200000 /* 10 us each: 0 .. 2 s, then the last bucket */
 #define HIST_US      10
 
 typedef struct sub {
@@ -185,10 +185,44 @@ static void consume(sub_t *s)
     s->len -= off;
 }
 
+/* Reads the publish responses, so that the publisher never waits for one:
+ * requests are pipelined on schedule even when the server answers late. */
+static void *pub_reader(void *arg)
+{
+    int fd = *(int *)arg;
+    char resp[65536];
+    size_t rl = 0;
+    uint64_t answered = 0;
+    while (answered < (uint64_t)B.count) {
+        ssize_t k = read(fd, resp + rl, sizeof(resp) - rl - 1);
+        if (k <= 0)
+            die("publish read");
+        rl += (size_t)k;
+        resp[rl] = '\0';
+        for (;;) { /* whole responses: head, then Content-Length bytes */
+            char *he = strstr(resp, "\r\n\r\n"), *cl = strstr(resp, "Content-Length: ");
+            if (!he || !cl || cl > he)
+                break;
+            size_t total = (size_t)(he + 4 - resp) + strtoul(cl + 16, NULL, 10);
+            if (rl < total)
+                break;
+            if (strncmp(resp, "HTTP/1.1 202", 12) != 0)
+                B.pub_errors++;
+            answered++;
+            memmove(resp, resp + total, rl - total);
+            rl -= total;
+            resp[rl] = '\0';
+        }
+    }
+    return NULL;
+}
+
 static void *publisher(void *arg)
 {
     (void)arg;
     int fd = dial(0);
+    pthread_t reader;
+    pthread_create(&reader, NULL, pub_reader, &fd);
     char pad[8192];
     memset(pad, 'x', sizeof(pad));
     int padn = B.size > 40 ? B.size - 40 : 0;
@@ -196,7 +230,7 @@ static void *publisher(void *arg)
         padn = sizeof(pad);
     uint64_t start = now_ns(), gap = 1000000000ull / (uint64_t)(B.rate > 0 ? B.rate : 1);
     B.t_first_ns = start;
-    char req[16384], resp[4096];
+    char req[16384];
     for (int i = 0; i < B.count; i++) {
         uint64_t due = start + (uint64_t)i * gap;
         while (B.rate > 0 && now_ns() < due) {
@@ -211,22 +245,10 @@ static void *publisher(void *arg)
                          B.channel, bn, body);
         if (write(fd, req, (size_t)n) != n)
             die("publish write");
-        size_t rl = 0;
-        for (;;) { /* one small response: read up to the end of its body */
-            ssize_t k = read(fd, resp + rl, sizeof(resp) - rl - 1);
-            if (k <= 0)
-                die("publish read");
-            rl += (size_t)k;
-            resp[rl] = '\0';
-            char *he = strstr(resp, "\r\n\r\n"), *cl = strstr(resp, "Content-Length: ");
-            if (he && cl && rl >= (size_t)(he + 4 - resp) + strtoul(cl + 16, NULL, 10))
-                break;
-        }
-        if (strncmp(resp, "HTTP/1.1 202", 12) != 0)
-            B.pub_errors++;
         B.published++;
     }
     B.t_last_ns = now_ns();
+    pthread_join(reader, NULL);
     close(fd);
     B.publishing_done = true;
     return NULL;
