@@ -35,18 +35,7 @@ static tg_shared_t *encode(const tg_msgview_t *m)
     tg_sbuf_put(&b, "01234", TG_FRAME_HEADER); /* room for the header */
     uint8_t type = TG_FRAME_JSON;
     if (m->kind == 2) { /* binary: a JSON header, then the payload raw */
-        char pos[TG_POS_TEXT_MAX];
-        tg_pos_format(m->pos, pos);
-        tg_sbuf_put(&b, "00", 2);
-        size_t at = b.len;
-        tg_sbuf_printf(&b, "{\"type\":\"msg\",\"ch\":\"%.*s\",\"pos\":\"%s\"}", (int)m->ch.len,
-                       m->ch.p, pos);
-        size_t hl = b.len - at;
-        if (!b.failed) {
-            b.p[at - 2] = (char)(hl >> 8);
-            b.p[at - 1] = (char)hl;
-        }
-        tg_sbuf_put(&b, m->data, m->len);
+        tg_session_binary(&b, m);
         type = TG_FRAME_BINARY;
     } else {
         tg_session_envelope(&b, m);

@@ -32,6 +32,22 @@ void tg_session_envelope(tg_sbuf_t *b, const tg_msgview_t *m)
     }
 }
 
+void tg_session_binary(tg_sbuf_t *b, const tg_msgview_t *m)
+{
+    char pos[TG_POS_TEXT_MAX];
+    tg_pos_format(m->pos, pos);
+    tg_sbuf_put(b, "00", 2);
+    size_t at = b->len;
+    tg_sbuf_printf(b, "{\"type\":\"msg\",\"ch\":\"%.*s\",\"pos\":\"%s\"}", (int)m->ch.len,
+                   m->ch.p, pos);
+    size_t hl = b->len - at;
+    if (!b->failed) {
+        b->p[at - 2] = (char)(hl >> 8);
+        b->p[at - 1] = (char)hl;
+    }
+    tg_sbuf_put(b, m->data, m->len);
+}
+
 void tg_session_error(tg_session_t *s, const char *code, const char *msg, tg_str_t id)
 {
     char buf[256];

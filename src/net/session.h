@@ -77,6 +77,11 @@ struct tg_session {
 struct tg_sbuf;
 void tg_session_envelope(struct tg_sbuf *b, const tg_msgview_t *m);
 
+/* Appends the binary form of <m> (a binary payload) to <b>: a u16 big-endian
+ * length, a JSON header {"type":"msg","ch":...,"pos":...} of that length, then
+ * the payload raw. WebSocket binary frames and TCP BINARY frames carry it. */
+void tg_session_binary(struct tg_sbuf *b, const tg_msgview_t *m);
+
 /* Replies {"type":"error","code":<code>,"message":<msg>[,"id":<id>]}. */
 void tg_session_error(tg_session_t *s, const char *code, const char *msg, tg_str_t id);
 

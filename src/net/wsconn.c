@@ -51,11 +51,12 @@ static void ws_send_json(tg_session_t *s, const char *type, const tg_pos_t *pos,
     send_frame(s->conn, TG_WS_OP_TEXT, json, len);
 }
 
-/* A whole text frame around <len> bytes, compressed (RSV1) or not. */
-static tg_shared_t *frame_of(bool rsv1, const tg_buf_t *body, const char *flat, size_t len)
+/* A whole frame around <len> bytes, compressed (RSV1) or not. */
+static tg_shared_t *frame_of(uint8_t opcode, bool rsv1, const tg_buf_t *body, const char *flat,
+                             size_t len)
 {
     uint8_t hdr[TG_WS_HEADER_MAX];
-    size_t h = tg_ws_frame_header(hdr, TG_WS_OP_TEXT, rsv1, len);
+    size_t h = tg_ws_frame_header(hdr, opcode, rsv1, len);
     tg_shared_t *f = tg_shared_new(h + len);
     if (!f)
         return NULL;
@@ -73,7 +74,12 @@ static tg_shared_t *encode(const tg_msgview_t *m, tg_conn_t *c, tg_wsconn_server
                            int deflate_bits)
 {
     tg_sbuf_t b = TG_SBUF_INIT;
-    tg_session_envelope(&b, m);
+    /* Binary payloads travel raw in binary frames, behind a JSON header. */
+    uint8_t opcode = m->kind == 2 ? TG_WS_OP_BINARY : TG_WS_OP_TEXT;
+    if (opcode == TG_WS_OP_BINARY)
+        tg_session_binary(&b, m);
+    else
+        tg_session_envelope(&b, m);
     tg_shared_t *f = NULL;
     if (b.failed) {
         tg_sbuf_free(&b);
@@ -83,10 +89,10 @@ static tg_shared_t *encode(const tg_msgview_t *m, tg_conn_t *c, tg_wsconn_server
         tg_buf_t z = TG_BUF_INIT;
         if (tg_ws_deflate(&ws->zlib[c->loop->id], deflate_bits, b.p, b.len, &z,
                           &c->loop->chunks) == 0)
-            f = frame_of(true, &z, NULL, z.len);
+            f = frame_of(opcode, true, &z, NULL, z.len);
         tg_buf_clear(&z, &c->loop->chunks);
     } else {
-        f = frame_of(false, NULL, b.p, b.len);
+        f = frame_of(opcode, false, NULL, b.p, b.len);
     }
     tg_sbuf_free(&b);
     return f;

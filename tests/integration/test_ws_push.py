@@ -103,8 +103,12 @@ def test_payload_kinds_json_text_and_binary(server):
             publish(server, "kinds", b"\x00\xff\xfe")
             assert (await recv_json(ws))["data"] == {"price": 10.5}
             assert (await recv_json(ws))["data"] == "plain \"text\" \u00e9"
-            m = await recv_json(ws)
-            assert m["enc"] == "base64" and base64.b64decode(m["data"]) == b"\x00\xff\xfe"
+            frame = await asyncio.wait_for(ws.recv(), 10)        # binary: a binary frame
+            assert isinstance(frame, bytes)
+            hl = struct.unpack("!H", frame[:2])[0]
+            head = json.loads(frame[2:2 + hl])
+            assert head["type"] == "msg" and head["ch"] == "kinds"
+            assert frame[2 + hl:] == b"\x00\xff\xfe"
 
     run(scenario())
 
