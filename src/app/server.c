@@ -23,6 +23,36 @@ static void respond_text(tg_http_req_t *r, int status, const char *ctype, const 
     tg_http_respond(r, status, ctype, extra, text, strlen(text));
 }
 
+typedef struct stats_req {
+    tg_server_t   *srv;
+    tg_http_req_t *req;  /* NULL once the client left */
+    bool           json; /* /stats, else /metrics */
+} stats_req_t;
+
+static void stats_abort(void *arg)
+{
+    ((stats_req_t *)arg)->req = NULL; /* freed when the answer comes */
+}
+
+static void stats_answer(void *arg, const tg_chan_count_t *top, int ntop)
+{
+    stats_req_t *sr = arg;
+    if (sr->req) {
+        tg_sbuf_t b = TG_SBUF_INIT;
+        if (sr->json)
+            tg_stats_json(sr->srv, top, ntop, &b);
+        else
+            tg_stats_prometheus(sr->srv, top, ntop, &b);
+        if (b.failed)
+            respond_text(sr->req, 503, "text/plain", NULL, "503 out of memory\n");
+        else
+            tg_http_respond(sr->req, 200, sr->json ? "application/json" : "text/plain; version=0.0.4",
+                            NULL, b.p, b.len);
+        tg_sbuf_free(&b);
+    }
+    free(sr);
+}
+
 static void handle(tg_http_req_t *r, void *arg)
 {
     tg_server_t *s = arg;
@@ -47,20 +77,21 @@ static void handle(tg_http_req_t *r, void *arg)
         respond_text(r, 200, "text/plain", NULL, "ok\n");
         return;
     }
-    tg_sbuf_t b = TG_SBUF_INIT;
-    const char *ctype;
-    if (path_is(r, "/stats")) {
-        tg_stats_json(s, &b);
-        ctype = "application/json";
-    } else {
-        tg_stats_prometheus(s, &b);
-        ctype = "text/plain; version=0.0.4";
-    }
-    if (b.failed)
+    /* Presence comes from every loop's channels: answer once they replied. */
+    stats_req_t *sr = malloc(sizeof(*sr));
+    if (!sr) {
         respond_text(r, 503, "text/plain", NULL, "503 out of memory\n");
-    else
-        tg_http_respond(r, 200, ctype, NULL, b.p, b.len);
-    tg_sbuf_free(&b);
+        return;
+    }
+    sr->srv = s;
+    sr->req = r;
+    sr->json = path_is(r, "/stats");
+    tg_http_defer(r, stats_abort, sr);
+    if (tg_push_top(s->push, r->conn->loop, stats_answer, sr) != 0) {
+        sr->req = NULL;
+        free(sr);
+        respond_text(r, 503, "text/plain", NULL, "503 out of memory\n");
+    }
 }
 
 /* Reuseport mode: each loop closes its own listener when it stops. */

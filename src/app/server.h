@@ -38,7 +38,10 @@ void tg_server_stop(tg_server_t *s);
 
 /* The built-in endpoints' bodies (app/stats.c). */
 struct tg_sbuf;
-void tg_stats_json(const tg_server_t *s, struct tg_sbuf *out);
-void tg_stats_prometheus(const tg_server_t *s, struct tg_sbuf *out);
+/* <top>: the busiest channels (presence), <ntop> of them. */
+void tg_stats_json(const tg_server_t *s, const tg_chan_count_t *top, int ntop,
+                   struct tg_sbuf *out);
+void tg_stats_prometheus(const tg_server_t *s, const tg_chan_count_t *top, int ntop,
+                         struct tg_sbuf *out);
 
 #endif

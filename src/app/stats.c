@@ -39,7 +39,7 @@ static void sum(const tg_server_t *s, totals_t *t)
     }
 }
 
-void tg_stats_json(const tg_server_t *s, tg_sbuf_t *b)
+void tg_stats_json(const tg_server_t *s, const tg_chan_count_t *top, int ntop, tg_sbuf_t *b)
 {
     totals_t t;
     sum(s, &t);
@@ -79,11 +79,15 @@ void tg_stats_json(const tg_server_t *s, tg_sbuf_t *b)
     tg_push_stats(s->push, ps);
     tg_sbuf_printf(b,
                    "],\"push\":{\"published\":%llu,\"delivered\":%llu,\"conflated\":%llu,"
-                   "\"gaps\":%llu,\"channels\":%llu,\"subscribers\":%llu}",
+                   "\"gaps\":%llu,\"channels\":%llu,\"subscribers\":%llu",
                    (unsigned long long)ps[0], (unsigned long long)ps[1],
                    (unsigned long long)ps[2], (unsigned long long)ps[3],
                    (unsigned long long)ps[4], (unsigned long long)ps[5]);
-    tg_sbuf_printf(b, ",\"log_dropped\":%llu}\n", (unsigned long long)tg_log_dropped());
+    tg_sbuf_printf(b, ",\"busiest_channels\":[");
+    for (int i = 0; i < ntop; i++)
+        tg_sbuf_printf(b, "%s{\"ch\":\"%s\",\"subscribers\":%llu}", i ? "," : "", top[i].name,
+                       (unsigned long long)top[i].subscribers);
+    tg_sbuf_printf(b, "]},\"log_dropped\":%llu}\n", (unsigned long long)tg_log_dropped());
 }
 
 static void family(tg_sbuf_t *b, const char *name, const char *type, const char *help)
@@ -98,7 +102,8 @@ static void family(tg_sbuf_t *b, const char *name, const char *type, const char 
             tg_sbuf_printf(b, "%s{loop=\"%d\"} %llu\n", name, i_, C(field));             \
     } while (0)
 
-void tg_stats_prometheus(const tg_server_t *s, tg_sbuf_t *b)
+void tg_stats_prometheus(const tg_server_t *s, const tg_chan_count_t *top, int ntop,
+                         tg_sbuf_t *b)
 {
     totals_t t;
     sum(s, &t);
@@ -142,6 +147,11 @@ void tg_stats_prometheus(const tg_server_t *s, tg_sbuf_t *b)
         family(b, push_families[i].name, push_families[i].type, push_families[i].help);
         tg_sbuf_printf(b, "%s %llu\n", push_families[i].name, (unsigned long long)ps[i]);
     }
+    family(b, "tidegate_channel_subscribers", "gauge",
+           "Subscribers of the busiest channels (at most 20, most first).");
+    for (int i = 0; i < ntop; i++)
+        tg_sbuf_printf(b, "tidegate_channel_subscribers{channel=\"%s\"} %llu\n", top[i].name,
+                       (unsigned long long)top[i].subscribers);
     family(b, "tidegate_log_dropped_total", "counter", "Log lines dropped: queue full.");
     tg_sbuf_printf(b, "tidegate_log_dropped_total %llu\n", (unsigned long long)tg_log_dropped());
 }

@@ -600,6 +600,102 @@ int tg_push_query(tg_push_t *p, tg_loop_t *loop, tg_str_t name, const tg_pos_t *
     return 0;
 }
 
+/* ---- presence: the busiest channels, gathered from every home loop ---- */
+
+typedef struct top_part { /* one per loop, written only by that loop */
+    tg_mail_t       mail;
+    struct top_req *req;
+    int             n;
+    tg_chan_count_t top[TG_PUSH_TOP_MAX];
+} top_part_t;
+
+typedef struct top_req {
+    tg_mail_t   done;     /* to the origin, once every part is in */
+    push_loop_t *origin;
+    tg_top_cb   *cb;
+    void        *arg;
+    atomic_int   pending; /* parts not written yet */
+    top_part_t  *parts;   /* one per loop */
+} top_req_t;
+
+/* Keeps <list> (n entries, most first, at most TG_PUSH_TOP_MAX) with <c> in its place. */
+static int top_insert(tg_chan_count_t *list, int n, const tg_chan_count_t *c)
+{
+    int at = n;
+    while (at > 0 && list[at - 1].subscribers < c->subscribers)
+        at--;
+    if (at >= TG_PUSH_TOP_MAX)
+        return n;
+    int last = n < TG_PUSH_TOP_MAX ? n : TG_PUSH_TOP_MAX - 1;
+    memmove(&list[at + 1], &list[at], (size_t)(last - at) * sizeof(*list));
+    list[at] = *c;
+    return n < TG_PUSH_TOP_MAX ? n + 1 : n;
+}
+
+static void on_top_done(tg_mail_t *mail, void *arg)
+{
+    (void)arg;
+    top_req_t *r = tg_container_of(mail, top_req_t, done);
+    tg_chan_count_t merged[TG_PUSH_TOP_MAX];
+    int n = 0;
+    for (int i = 0; i < r->origin->push->nloops; i++)
+        for (int k = 0; k < r->parts[i].n; k++)
+            n = top_insert(merged, n, &r->parts[i].top[k]);
+    r->cb(r->arg, merged, n);
+    free(r->parts);
+    free(r);
+}
+
+static void on_top_part(tg_mail_t *mail, void *arg)
+{
+    top_part_t *part = tg_container_of(mail, top_part_t, mail);
+    top_req_t *r = part->req;
+    tg_push_t *p = r->origin->push;
+    push_loop_t *pl = &p->loops[((tg_loop_t *)arg)->id];
+    table_t *t = &pl->homes;
+    for (uint32_t b = 0; !closing(p) && b < t->nbuckets; b++)
+        for (tg_chan_t *c = t->buckets[b]; c; c = c->next) {
+            tg_chan_count_t cc = { .subscribers = 0 };
+            for (int i = 0; i < p->nloops; i++)
+                cc.subscribers += atomic_load_explicit(&c->subs[i], memory_order_relaxed);
+            if (cc.subscribers == 0)
+                continue;
+            memcpy(cc.name, c->name, c->name_len);
+            cc.name[c->name_len] = '\0';
+            part->n = top_insert(part->top, part->n, &cc);
+        }
+    /* The last part written sends the whole back; acq_rel makes every part's
+     * writes visible to the origin. */
+    if (atomic_fetch_sub_explicit(&r->pending, 1, memory_order_acq_rel) == 1) {
+        r->done.cb = on_top_done;
+        if (closing(p))
+            on_top_done(&r->done, NULL);
+        else
+            tg_loop_post(r->origin->loop, &r->done);
+    }
+}
+
+int tg_push_top(tg_push_t *p, tg_loop_t *loop, tg_top_cb *cb, void *arg)
+{
+    top_req_t *r = calloc(1, sizeof(*r));
+    top_part_t *parts = r ? calloc((size_t)p->nloops, sizeof(*parts)) : NULL;
+    if (!parts) {
+        free(r);
+        return -ENOMEM;
+    }
+    r->origin = pl_of(p, loop);
+    r->cb = cb;
+    r->arg = arg;
+    r->parts = parts;
+    atomic_init(&r->pending, p->nloops);
+    for (int i = 0; i < p->nloops; i++) {
+        parts[i].req = r;
+        parts[i].mail.cb = on_top_part;
+        tg_loop_post(p->loops[i].loop, &parts[i].mail);
+    }
+    return 0;
+}
+
 /* ---- local side ---- */
 
 static void sub_count(tg_lchan_t *lc, push_loop_t *pl, int delta)

@@ -143,6 +143,18 @@ typedef void tg_query_cb(void *arg, const tg_chan_info_t *info);
 int tg_push_query(tg_push_t *p, tg_loop_t *loop, tg_str_t name, const tg_pos_t *since,
                   uint32_t limit, tg_query_cb *cb, void *arg);
 
+/* The channels with the most subscribers, across every loop (presence for
+ * /stats and /metrics: bounded however many channels there are). */
+#define TG_PUSH_TOP_MAX 20
+typedef struct tg_chan_count {
+    char     name[TG_CHAN_NAME_MAX + 1];
+    uint64_t subscribers;
+} tg_chan_count_t;
+typedef void tg_top_cb(void *arg, const tg_chan_count_t *top, int n);
+/* Loop thread of <loop>. <cb> runs later on <loop> with up to TG_PUSH_TOP_MAX
+ * channels, most subscribers first. Returns 0 or -ENOMEM. */
+int tg_push_top(tg_push_t *p, tg_loop_t *loop, tg_top_cb *cb, void *arg);
+
 /* The channel's name, for a subscription in any state but IDLE. */
 tg_str_t tg_sub_chan(const tg_sub_t *sub);
 

@@ -40,6 +40,11 @@ def test_channel_info_counts_subscribers_of_every_transport(make_server):
         status, raw = call(server, "GET", "/channels/room")
         assert status == 200
         assert json.loads(raw) == {"ch": "room", "subscribers": 5, "last": last, "history": 3}
+        # Presence in /stats and /metrics: the busiest channels.
+        busiest = server.stats()["push"]["busiest_channels"]
+        assert busiest[0] == {"ch": "room", "subscribers": 5}
+        metrics = server.metrics()
+        assert metrics[("tidegate_channel_subscribers", (("channel", "room"),))] == 5
         for ws in conns:
             await ws.close()
         sse.abort()
