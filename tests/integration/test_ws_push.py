@@ -371,3 +371,17 @@ def test_permessage_deflate_on_and_off(server):
     # The 9 KB message goes out in well under a tenth of its size when compressed
     # (the difference also includes one /stats response of similar size either way).
     assert plain - compressed > 8000, (plain, compressed)
+
+
+def test_server_pings_idle_websockets_at_the_interval(make_server):
+    server = make_server({"ws.ping_interval": "200ms"})
+    s, rest = raw_ws(server)
+    data = rest
+    while len(data) < 2:
+        data += s.recv(4096)
+    assert data[0] == 0x89 and data[1] == 0x00               # a ping, from the server, unmasked
+    s.sendall(frame(0xA, b""))                                # pong
+    data = data[2:]
+    while len(data) < 2:
+        data += s.recv(4096)
+    assert data[0] == 0x89                                   # and again at the next interval
