@@ -195,13 +195,6 @@ static void fc_timer(tg_conn_t *c)
     tg_conn_timer_arm(c, f->srv->idle_ms);
 }
 
-static void fc_drained(tg_conn_t *c)
-{
-    frame_conn_t *f = c->data;
-    if (f->session.hub->on_drained)
-        f->session.hub->on_drained(f->session.hub, &f->session);
-}
-
 static void fc_stop(tg_conn_t *c)
 {
     fc_close(&((frame_conn_t *)c->data)->session, TG_CLOSE_SHUTDOWN, "server shutting down");
@@ -230,7 +223,7 @@ void tg_frameconn_server_init(tg_frameconn_server_t *fs, uint32_t max_frame, uin
         .ctx = fs,
         .on_open = fc_open,
         .on_data = fc_data,
-        .on_drained = fc_drained,
+        .on_drained = tg_session_conn_drained,
         .on_timer = fc_timer,
         .on_stop = fc_stop,
         .on_close = fc_conn_close,

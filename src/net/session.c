@@ -78,3 +78,10 @@ void tg_session_command(tg_session_t *s, const char *p, size_t n)
     s->bad_commands = 0;
     s->hub->on_command(s->hub, s, &cmd);
 }
+
+void tg_session_conn_drained(tg_conn_t *c)
+{
+    tg_session_t *s = c->data;
+    if (s && s->hub->on_drained)
+        s->hub->on_drained(s->hub, s);
+}

@@ -85,6 +85,10 @@ void tg_session_binary(struct tg_sbuf *b, const tg_msgview_t *m);
 /* Replies {"type":"error","code":<code>,"message":<msg>[,"id":<id>]}. */
 void tg_session_error(tg_session_t *s, const char *code, const char *msg, tg_str_t id);
 
+/* A proto's on_drained for connections carrying a session (c->data points at
+ * it): the client took all output, so the hub may send what it held back. */
+void tg_session_conn_drained(tg_conn_t *c);
+
 /* Parses a command in <p>,<n> and hands it to the hub, or replies an error
  * (closing after too many bad ones in a row). */
 void tg_session_command(tg_session_t *s, const char *p, size_t n);

@@ -106,13 +106,6 @@ static void st_timer(tg_conn_t *c)
     tg_conn_timer_arm(c, sc->srv->heartbeat_ms);
 }
 
-static void st_drained(tg_conn_t *c)
-{
-    stream_conn_t *sc = c->data;
-    if (sc->session.hub->on_drained)
-        sc->session.hub->on_drained(sc->session.hub, &sc->session);
-}
-
 static void st_stop(tg_conn_t *c)
 {
     finish(c, TG_CLOSE_SHUTDOWN);
@@ -137,7 +130,7 @@ void tg_stream_server_init(tg_stream_server_t *ss, uint32_t heartbeat_ms, tg_hub
         .name = "stream",
         .ctx = ss,
         .on_data = st_data,
-        .on_drained = st_drained,
+        .on_drained = tg_session_conn_drained,
         .on_timer = st_timer,
         .on_stop = st_stop,
         .on_close = st_conn_close,

@@ -275,13 +275,6 @@ static void ws_data(tg_conn_t *c, const char *p, size_t n)
         rx_release(w, c);
 }
 
-static void ws_drained(tg_conn_t *c)
-{
-    ws_conn_t *w = c->data;
-    if (w->session.hub->on_drained)
-        w->session.hub->on_drained(w->session.hub, &w->session);
-}
-
 static void ws_timer(tg_conn_t *c)
 {
     /* Heartbeat: a ping keeps proxies from cutting an idle connection. */
@@ -326,7 +319,7 @@ int tg_wsconn_server_init(tg_wsconn_server_t *ws, const tg_wsconn_cfg_t *cfg, tg
         .name = "websocket",
         .ctx = ws,
         .on_data = ws_data,
-        .on_drained = ws_drained,
+        .on_drained = tg_session_conn_drained,
         .on_timer = ws_timer,
         .on_stop = ws_stop,
         .on_close = ws_conn_close,

@@ -3,10 +3,8 @@ both IO loops (WebSocket, SSE, chunked stream, TCP frames, long-poll), 1,000
 messages published; every subscriber sees exactly 0..999, in order, once."""
 
 import asyncio
-import base64
 import http.client
 import json
-import os
 import re
 import struct
 

@@ -6,11 +6,11 @@ import json
 import re
 import socket
 import struct
-import urllib.request
 
 import pytest
 
 import tidegate
+from tidegate import publish
 
 JSON, BINARY, PING, PONG = 1, 2, 3, 4
 
@@ -60,13 +60,6 @@ def frames_server(make_server, **cfg):
         lambda: re.search(r"TCP frames listening on 127\.0\.0\.1:(\d+)", server.log_text()),
         5, what="frames listener").group(1)
     return server, int(port)
-
-
-def publish(server, ch, body):
-    req = urllib.request.Request("http://127.0.0.1:%d/pub/%s" % (server.port, ch), data=body,
-                                 method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())["pos"]
 
 
 def test_subscribe_and_receive_json_and_binary(make_server):

@@ -2,17 +2,8 @@
 answers with the batch and the next position, 204 with X-Position on timeout,
 a gap when history no longer reaches back."""
 
-import json
 import threading
-import urllib.request
-
-
-def publish(server, ch, body):
-    req = urllib.request.Request("http://127.0.0.1:%d/pub/%s" % (server.port, ch),
-                                 data=json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 202
-        return json.loads(r.read())["pos"]
+from tidegate import publish
 
 
 def poll(server, ch, since=None, conn=None, timeout=10):

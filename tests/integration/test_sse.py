@@ -6,18 +6,9 @@ import asyncio
 import base64
 import json
 import socket
-import urllib.request
 
 import aiohttp
-
-
-def publish(server, ch, body):
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request("http://127.0.0.1:%d/pub/%s" % (server.port, ch), data=data,
-                                 method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 202
-        return json.loads(r.read())["pos"]
+from tidegate import publish
 
 
 class Stream:

@@ -4,17 +4,9 @@ with aiohttp and with http.client, which both decode chunked bodies."""
 import asyncio
 import http.client
 import json
-import urllib.request
 
 import aiohttp
-
-
-def publish(server, ch, body):
-    req = urllib.request.Request("http://127.0.0.1:%d/pub/%s" % (server.port, ch),
-                                 data=json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 202
-        return json.loads(r.read())["pos"]
+from tidegate import publish
 
 
 def test_stream_delivers_json_lines_in_order(make_server):

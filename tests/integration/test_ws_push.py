@@ -8,26 +8,14 @@ import json
 import os
 import socket
 import struct
-import urllib.request
 
 import pytest
 import websockets
+from tidegate import publish
 
 
 def run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def publish(server, ch, payload, conn=None):
-    """POST /pub/ch; returns the position the server gave the message."""
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    req = urllib.request.Request("http://127.0.0.1:%d/pub/%s" % (server.port, ch), data=body,
-                                 method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 202
-        answer = json.loads(r.read())
-    assert answer["ch"] == ch
-    return answer["pos"]
 
 
 def seq(pos):

@@ -758,3 +758,17 @@ class Server:
             except OSError:
                 pass
         return out
+
+
+def publish(server, ch, body):
+    """POST /pub/ch with <body> (bytes as they are, anything else as JSON);
+    asserts 202 and returns the position the server gave the message."""
+    import urllib.request
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request("http://127.0.0.1:%d/pub/%s" % (server.port, ch), data=data,
+                                 method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 202
+        answer = json.loads(r.read())
+    assert answer["ch"] == ch
+    return answer["pos"]

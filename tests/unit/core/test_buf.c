@@ -23,27 +23,7 @@
 #include "core/loop.h" /* TG_CHUNK_SIZE */
 #include "core/pool.h"
 
-/* ---- a small deterministic generator (splitmix64) ---- */
-
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t seed)
-{
-    rng_state = seed;
-}
-
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
-static size_t rng_below(size_t n)
-{
-    return n == 0 ? 0 : (size_t)(rng_next() % n);
-}
+#include "../rng.h"
 
 /* ---- fixture: a pool with small chunks, a buffer, a reference ---- */
 

@@ -25,22 +25,7 @@
 #define NTIMERS      64                  /* timers in the fixture */
 #define MILLION      1000000
 
-/* ---- a small deterministic generator (splitmix64) ---- */
-
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t seed)
-{
-    rng_state = seed;
-}
-
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
+#include "../rng.h"
 
 /* A value below 2^bits with bits uniform in [0, max_bits]: every level gets its share. */
 static uint64_t rng_magnitude(unsigned max_bits)
