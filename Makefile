@@ -36,7 +36,7 @@ LDFLAGS_fuzz   := -fsanitize=fuzzer,address,undefined
 
 CFLAGS  := $(BASE) $(CFLAGS_$(VARIANT)) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(LDFLAGS_$(VARIANT))
-LIBS    := -lz -lcrypto
+LIBS    := -lz -lcrypto -llz4 -lcares
 
 SRC      := $(shell find src -name '*.c' ! -path src/app/main.c | sort)
 OBJ      := $(SRC:%.c=$(BUILD)/%.o)
@@ -81,6 +81,32 @@ $(BUILD)/tidegate-bench: tools/tidegate-bench.c $(LIB)
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) -Wno-unused-parameter $< $(LIB) $(LDFLAGS) $(LIBS) -lcmocka -o $@
+
+# libtidegate-backend (include/tidegate/backend_lib.h): lib/backend/ plus its own
+# object of the wire codec (src/gate/wire.c), nothing else of src/; the example
+# backends and the library's unit test link it with -llz4 only.
+BLIB     := $(BUILD)/libtidegate-backend.a
+BLIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard lib/backend/*.c))) \
+            $(BUILD)/lib/backend/gate_wire.o
+EXAMPLES := $(BUILD)/examples/echo $(BUILD)/examples/counter
+
+build: $(BLIB) $(EXAMPLES)
+
+$(BUILD)/lib/backend/gate_wire.o: src/gate/wire.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) -c $< -o $@
+
+$(BLIB): $(BLIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/examples/%: examples/%.c $(BLIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) $< $(BLIB) $(LDFLAGS) -llz4 -o $@
+
+$(BUILD)/tests/unit/gate/test_backend_lib: tests/unit/gate/test_backend_lib.c $(BLIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) -Wno-unused-parameter -Ilib $< $(BLIB) $(LDFLAGS) -llz4 -lcmocka -o $@
 
 build/fuzz/%: fuzz/%.c
 	$(MAKE) --no-print-directory VARIANT=fuzz build/fuzz/libtidegate.a

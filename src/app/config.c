@@ -68,6 +68,26 @@ const tg_config_key_t tg_config_keys[] = {
       "largest TCP frame body a client may send; larger closes the connection" },
     { "frames.idle", TG_CFG_DURATION, F(frames_idle_ms), 0, DAY_MS, "60s",
       "ping a silent TCP-frames client after this, close it after twice; 0s = never" },
+    { "gate.listen", TG_CFG_ADDRESS, F(gate_listen), 1, 0, "127.0.0.1:7070",
+      "backend listener (backends connect here), HOST:PORT; empty = none" },
+    { "gate.backends", TG_CFG_STRING, F(gate_backends), 0, 0, "",
+      "backends tidegate dials itself, HOST:PORT,... (names resolved asynchronously)" },
+    { "gate.auto_routes", TG_CFG_BOOL, F(gate_auto_routes), 0, 1, "true",
+      "a route a backend serves but no route.* line names gets /api/NAME/ and call NAME" },
+    { "gate.policy", TG_CFG_STRING, F(gate_policy), 0, 0, "round-robin",
+      "default dispatch: round-robin, least (fewest jobs in flight) or by-key" },
+    { "gate.deadline", TG_CFG_DURATION, F(gate_deadline_ms), 1, DAY_MS, "30s",
+      "default: a client waits at most this long for its reply, then gets 504" },
+    { "gate.window", TG_CFG_DURATION, F(gate_window_ms), 0, DAY_MS, "30s",
+      "default: jobs wait this long for a backend of their route to connect, then 503" },
+    { "gate.queue", TG_CFG_INT, F(gate_queue), 0, 10000000, "10000",
+      "default: jobs waiting for room per route; past it, 503 with Retry-After" },
+    { "gate.max_frame", TG_CFG_SIZE, F(gate_max_frame), 1024, 1 << 30, "16m",
+      "largest backend frame body either way; a backend sending a larger one is cut" },
+    { "gate.lz4_min", TG_CFG_SIZE, F(gate_lz4_min), 0, 1 << 30, "128",
+      "frame bodies this long or longer go LZ4-compressed to backends that take it; 0 = never" },
+    { "gate.ping_interval", TG_CFG_DURATION, F(gate_ping_ms), 100, DAY_MS, "5s",
+      "PING and DONE_BELOW on every backend link; silent for 3 intervals = link cut" },
     { NULL },
 };
 
@@ -218,6 +238,96 @@ int tg_config_chan_rules(const tg_config_t *cfg, tg_chan_opts_t *defaults, tg_ch
     return cfg->nrules;
 }
 
+/* "route.NAME.FIELD". */
+static int set_route(tg_config_t *cfg, const char *key, const char *value, char *err, size_t cap)
+{
+    const char *name = key + strlen("route."), *dot = strrchr(key, '.');
+    size_t nlen = dot > name ? (size_t)(dot - name) : 0;
+    if (!tg_route_name_valid(name, nlen))
+        return refuse(err, cap, "'%s': the route name between 'route.' and the field must be "
+                                "1 to 48 of A-Z a-z 0-9 _ . -%s", key, "");
+    const char *field = dot + 1;
+    tg_config_route_t *r = NULL;
+    for (int i = 0; i < cfg->nroutes; i++)
+        if (strlen(cfg->routes[i].r.name) == nlen && memcmp(cfg->routes[i].r.name, name, nlen) == 0)
+            r = &cfg->routes[i];
+    if (!r) {
+        if (cfg->nroutes == TG_ROUTES_MAX)
+            return refuse(err, cap, "'%s': too many routes (at most 64)%s", key, "");
+        r = &cfg->routes[cfg->nroutes++];
+        memset(r, 0, sizeof(*r));
+        memcpy(r->r.name, name, nlen);
+    }
+    tg_config_t tmp;
+    char msg[256];
+    if (strcmp(field, "http") == 0) {
+        if (value[0] != '/' || strlen(value) > TG_ROUTE_PREFIX_MAX || strpbrk(value, "?# \t"))
+            return refuse(err, cap, "'%s' expects a path prefix such as /api/orders/, not '%s'",
+                          key, value);
+        strcpy(r->r.prefix, value);
+    } else if (strcmp(field, "call") == 0) {
+        if (!tg_route_name_valid(value, strlen(value)))
+            return refuse(err, cap, "'%s' expects a call name (A-Z a-z 0-9 _ . -), not '%s'",
+                          key, value);
+        strcpy(r->r.call, value);
+    } else if (strcmp(field, "policy") == 0) {
+        if (tg_route_parse_policy(value, &r->r.policy) != 0)
+            return refuse(err, cap, "'%s' expects round-robin, least or by-key, not '%s'", key,
+                          value);
+        r->set |= TG_RSET_POLICY;
+    } else if (strcmp(field, "key") == 0) {
+        if (tg_route_parse_key(value, &r->r) != 0)
+            return refuse(err, cap, "'%s' expects header:NAME, query:NAME, field:NAME, user or "
+                                    "conn, not '%s'", key, value);
+        r->set |= TG_RSET_KEY;
+    } else if (strcmp(field, "deadline") == 0 || strcmp(field, "window") == 0) {
+        bool dl = field[0] == 'd';
+        if (tg_config_set(&tmp, dl ? "gate.deadline" : "gate.window", value, msg, sizeof(msg)))
+            return refuse(err, cap, "'%s': %s", key, msg);
+        if (dl)
+            r->r.deadline_ms = tmp.gate_deadline_ms;
+        else
+            r->r.window_ms = tmp.gate_window_ms;
+        r->set |= dl ? TG_RSET_DEADLINE : TG_RSET_WINDOW;
+    } else if (strcmp(field, "queue") == 0) {
+        if (tg_config_set(&tmp, "gate.queue", value, msg, sizeof(msg)))
+            return refuse(err, cap, "'%s': %s", key, msg);
+        r->r.queue_max = tmp.gate_queue;
+        r->set |= TG_RSET_QUEUE;
+    } else {
+        return refuse(err, cap, "'%s': unknown route field (http, call, policy, key, deadline, "
+                                "window, queue)%s", key, "");
+    }
+    return 0;
+}
+
+void tg_config_routes(const tg_config_t *cfg, tg_routes_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->auto_routes = cfg->gate_auto_routes;
+    tg_route_t *d = &out->defaults;
+    (void)tg_route_parse_policy(cfg->gate_policy, &d->policy);
+    d->key = TG_KEY_CONN; /* by-key with no key named: one client's jobs in order */
+    d->deadline_ms = cfg->gate_deadline_ms;
+    d->window_ms = cfg->gate_window_ms;
+    d->queue_max = cfg->gate_queue;
+    for (int i = 0; i < cfg->nroutes; i++) {
+        const tg_config_route_t *c = &cfg->routes[i];
+        tg_route_t *r = &out->r[out->n++];
+        *r = c->r;
+        if (!(c->set & TG_RSET_POLICY))
+            r->policy = d->policy;
+        if (!(c->set & TG_RSET_KEY))
+            r->key = d->key;
+        if (!(c->set & TG_RSET_DEADLINE))
+            r->deadline_ms = d->deadline_ms;
+        if (!(c->set & TG_RSET_WINDOW))
+            r->window_ms = d->window_ms;
+        if (!(c->set & TG_RSET_QUEUE))
+            r->queue_max = d->queue_max;
+    }
+}
+
 int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *err, size_t cap)
 {
     static const char *const size_units[] = { "k", "K", "m", "M", "g", "G", NULL };
@@ -227,6 +337,12 @@ int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *er
 
     if (strncmp(key, "channel.", 8) == 0)
         return set_channel_rule(cfg, key, value, err, cap);
+    if (strncmp(key, "route.", 6) == 0)
+        return set_route(cfg, key, value, err, cap);
+    uint8_t policy;
+    if (strcmp(key, "gate.policy") == 0 && tg_route_parse_policy(value, &policy) != 0)
+        return refuse(err, cap, "'%s' expects round-robin, least or by-key, not '%s'", key,
+                      value);
     const tg_config_key_t *k = find_key(key);
     if (!k)
         return refuse(err, cap, "unknown key '%s'%s", key, "");
@@ -237,7 +353,7 @@ int tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *er
     case TG_CFG_ADDRESS: {
         struct sockaddr_storage ss;
         socklen_t len;
-        bool may_be_empty = k->def[0] == '\0';
+        bool may_be_empty = k->def[0] == '\0' || k->min == 1;
         if (strlen(value) >= k->size ||
             ((*value || !may_be_empty) && tg_addr_parse(value, &ss, &len) != 0))
             return refuse(err, cap, "'%s' expects HOST:PORT, [V6]:PORT or :PORT with a numeric "

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gate/route.h"
 #include "net/http.h"
 #include "push/push.h"
 
@@ -22,6 +23,16 @@ typedef struct tg_config_rule {
     uint8_t        set; /* TG_RULE_* bits */
     tg_chan_opts_t opts;
 } tg_config_rule_t;
+
+/* Per route settings: "route.NAME.FIELD = value" lines, FIELD one of http
+ * (path prefix), call (call name), policy, key, deadline, window, queue.
+ * Fields a route does not set come from gate.*. */
+enum { TG_RSET_POLICY = 1, TG_RSET_KEY = 2, TG_RSET_DEADLINE = 4, TG_RSET_WINDOW = 8,
+       TG_RSET_QUEUE = 16 };
+typedef struct tg_config_route {
+    tg_route_t r;
+    uint8_t    set; /* TG_RSET_* bits */
+} tg_config_route_t;
 
 typedef struct tg_config {
     char             listen[128];
@@ -46,11 +57,23 @@ typedef struct tg_config {
     uint32_t         frames_idle_ms;      /* ping a silent frames client after this */
     int              nrules;
     tg_config_rule_t rules[TG_CHAN_RULES_MAX];
+    char             gate_listen[128];   /* backend listener; empty: none */
+    char             gate_backends[1024]; /* backends to dial, HOST:PORT,... */
+    bool             gate_auto_routes;
+    char             gate_policy[16];
+    uint32_t         gate_deadline_ms;
+    uint32_t         gate_window_ms;
+    uint32_t         gate_queue;
+    uint32_t         gate_max_frame;
+    uint32_t         gate_lz4_min;
+    uint32_t         gate_ping_ms;
+    int              nroutes;
+    tg_config_route_t routes[TG_ROUTES_MAX];
 } tg_config_t;
 
 typedef enum tg_config_type {
     TG_CFG_STRING,
-    TG_CFG_ADDRESS,  /* HOST:PORT, [V6]:PORT or :PORT, numeric */
+    TG_CFG_ADDRESS,  /* HOST:PORT, [V6]:PORT or :PORT, numeric; empty allowed when min is 1 */
     TG_CFG_INT,
     TG_CFG_BOOL,
     TG_CFG_SIZE,     /* bytes, with optional k, m or g (KiB, MiB, GiB) */
@@ -76,6 +99,8 @@ void tg_config_defaults(tg_config_t *cfg);
 /* Per-pattern channel options resolved against the push.* defaults, into
  * <out> (TG_CHAN_RULES_MAX entries); returns how many. */
 int  tg_config_chan_rules(const tg_config_t *cfg, tg_chan_opts_t *defaults, tg_chan_rule_t *out);
+/* The route table: configured routes with gate.* filling what they leave unset. */
+void tg_config_routes(const tg_config_t *cfg, tg_routes_t *out);
 /* Sets <key> from its text form. Returns 0, or -EINVAL with a message in <err>
  * ("unknown key", "expects a duration such as 10s", ...). */
 int  tg_config_set(tg_config_t *cfg, const char *key, const char *value, char *err, size_t cap);

@@ -260,7 +260,10 @@ static void hub_command(tg_hub_t *base, tg_session_t *s, const tg_cmd_t *cmd)
         break;
     }
     case TG_CMD_CALL:
-        tg_session_error(s, "no_such_route", "no backend routes are configured", cmd->id);
+        if (h->gate)
+            tg_gate_call(h->gate, s, cmd);
+        else
+            tg_session_error(s, "no_such_route", "the gate is off", cmd->id);
         break;
     }
 }
@@ -739,6 +742,23 @@ static void http_publish(tg_apphub_t *h, tg_http_req_t *req, tg_str_t ch)
         free(pc);
         tg_http_respond(req, 503, "text/plain", NULL, "503 out of memory\n", 18);
     }
+}
+
+int tg_apphub_subscribe(tg_apphub_t *h, tg_session_t *s, tg_str_t ch)
+{
+    if (!tg_chan_name_valid(ch.p, ch.len))
+        return -EINVAL;
+    return subscribe(h, s, ch, NULL, (tg_str_t){ NULL, 0 });
+}
+
+int tg_apphub_unsubscribe(tg_apphub_t *h, tg_session_t *s, tg_str_t ch)
+{
+    hub_sub_t *hs = tg_chan_name_valid(ch.p, ch.len) ? find_sub(s, ch) : NULL;
+    if (!hs)
+        return -ENOENT;
+    drop_sub(h, hs);
+    reply(s, "unsub", ch, NULL, (tg_str_t){ NULL, 0 });
+    return 0;
 }
 
 bool tg_apphub_route(tg_apphub_t *h, tg_http_req_t *req)

@@ -13,6 +13,7 @@
 #include "app/config.h"
 #include "app/server.h"
 #include "core/log.h"
+#include "core/resolve.h"
 
 enum { EXIT_USAGE = 2 };
 
@@ -29,6 +30,9 @@ static void usage(FILE *out)
             "  --io-threads N       IO loops (default: one per core)\n"
             "  --workers M          worker threads for blocking work (default 2)\n"
             "  --reuseport          one SO_REUSEPORT listener per IO loop, no acceptor thread\n"
+            "  --backend-listen ADDR:PORT\n"
+            "                       backend listener of the gate (default 127.0.0.1:7070;\n"
+            "                       \"\" for none)\n"
             "  --config FILE        read settings from FILE (key = value lines)\n"
             "  --log-level LEVEL    error, warn, info (default) or debug\n"
             "  --log-file PATH      append logs to PATH instead of stderr\n"
@@ -56,6 +60,7 @@ static int parse_args(int argc, char **argv, tg_config_t *cfg)
         { "io-threads", required_argument, NULL, 't' },
         { "workers", required_argument, NULL, 'w' },
         { "reuseport", no_argument, NULL, 'r' },
+        { "backend-listen", required_argument, NULL, 'b' },
         { "config", required_argument, NULL, 'c' },
         { "log-level", required_argument, NULL, 'L' },
         { "log-file", required_argument, NULL, 'f' },
@@ -75,6 +80,7 @@ static int parse_args(int argc, char **argv, tg_config_t *cfg)
         case 't': key = "io_threads"; break;
         case 'w': key = "workers"; break;
         case 'r': key = "reuseport"; break;
+        case 'b': key = "gate.listen"; break;
         case 'L': key = "log_level"; break;
         case 'f': key = "log_file"; break;
         case 'c': config_path = optarg; break;
@@ -131,10 +137,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "tidegate: log_file %s: %s\n", cfg.log_file, strerror(-rc));
         return EXIT_USAGE;
     }
+    if (tg_resolve_lib_init() != 0) {
+        fprintf(stderr, "tidegate: cannot set up the resolver library\n");
+        tg_log_stop();
+        return EXIT_FAILURE;
+    }
     tg_server_t *srv = calloc(1, sizeof(*srv));
     char err[512] = "";
     if (!srv || (rc = tg_server_start(srv, &cfg, err, sizeof(err))) != 0) {
         tg_log_error("cannot start: %s", srv ? err : "out of memory");
+        tg_resolve_lib_fini();
         tg_log_stop();
         free(srv);
         return EXIT_FAILURE;
@@ -155,6 +167,7 @@ int main(int argc, char **argv)
     }
     tg_server_stop(srv);
     free(srv);
+    tg_resolve_lib_fini();
     tg_log_info("stopped");
     tg_log_stop();
     return EXIT_SUCCESS;

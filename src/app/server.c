@@ -58,6 +58,8 @@ static void handle(tg_http_req_t *r, void *arg)
     tg_server_t *s = arg;
     if (tg_apphub_route(&s->hub, r))
         return;
+    if (s->gate && tg_gate_http(s->gate, r))
+        return;
     bool get = r->head || strcmp(r->method, "GET") == 0;
     bool known = path_is(r, "/healthz") || path_is(r, "/stats") || path_is(r, "/metrics") ||
                  path_is(r, "/");
@@ -94,10 +96,13 @@ static void handle(tg_http_req_t *r, void *arg)
     }
 }
 
-/* Reuseport mode: each loop closes its own listener when it stops. */
+/* Reuseport mode: each loop closes its own listener when it stops; the
+ * gate's home loop stops the gate. */
 static void close_own_listener(tg_loop_t *loop)
 {
     tg_server_t *s = loop->app;
+    if (s->gate && loop->id == 0)
+        tg_gate_stop(s->gate);
     if (s->listeners)
         tg_listener_close(&s->listeners[loop->id]);
     if (s->frame_listeners)
@@ -151,6 +156,40 @@ static int open_listeners(tg_server_t *s, const char *addr, const tg_proto_t *pr
     return 0;
 }
 
+/* The gate lives on loop 0 (its home): backend links, routes and jobs. */
+static int start_gate(tg_server_t *s, char *err, size_t cap)
+{
+    const tg_config_t *cfg = &s->cfg;
+    tg_routes_t *routes = malloc(sizeof(*routes));
+    if (!routes)
+        return -ENOMEM;
+    tg_config_routes(cfg, routes);
+    if (!cfg->gate_listen[0] && !cfg->gate_backends[0] && routes->n == 0) {
+        free(routes);
+        return 0; /* no way for a backend to reach us: the gate is off */
+    }
+    tg_gate_cfg_t gc = { .max_frame = cfg->gate_max_frame,
+                         .lz4_min = cfg->gate_lz4_min,
+                         .ping_ms = cfg->gate_ping_ms,
+                         .hello_ms = 5000 };
+    snprintf(gc.listen, sizeof(gc.listen), "%s", cfg->gate_listen);
+    snprintf(gc.backends, sizeof(gc.backends), "%s", cfg->gate_backends);
+    s->hub.loops = s->loop_ptrs;
+    s->hub.gate_home = &s->loops[0];
+    tg_gate_hooks_t hooks = tg_apphub_gate_hooks(&s->hub);
+    s->gate = tg_gate_create(&gc, routes, &s->loops[0], s->loop_ptrs, s->nloops, &hooks, err, cap);
+    free(routes);
+    if (!s->gate)
+        return -ENOMEM;
+    int rc = tg_gate_start(s->gate, err, cap);
+    if (rc != 0)
+        return rc;
+    s->hub.gate = s->gate;
+    if (tg_gate_bound(s->gate)[0])
+        tg_log_info("backend listener on %s", tg_gate_bound(s->gate));
+    return 0;
+}
+
 int tg_server_start(tg_server_t *s, const tg_config_t *cfg, char *err, size_t cap)
 {
     memset(s, 0, sizeof(*s));
@@ -193,6 +232,8 @@ int tg_server_start(tg_server_t *s, const tg_config_t *cfg, char *err, size_t ca
     if ((rc = tg_apphub_init(&s->hub, s->push, s->nloops, &ws, cfg->sse_heartbeat_ms,
                              cfg->poll_timeout_ms, cfg->push_max_output, cfg->frames_max,
                              cfg->frames_idle_ms)) != 0)
+        goto fail;
+    if ((rc = start_gate(s, err, cap)) != 0)
         goto fail;
     if (!cfg->reuseport && (rc = tg_acceptor_init(&s->acceptor, s->loop_ptrs, s->nloops)) != 0) {
         snprintf(err, cap, "acceptor: %s", strerror(-rc));
@@ -246,6 +287,8 @@ void tg_server_stop(tg_server_t *s)
     bool workers = s->workers.threads != NULL;
     if (workers)
         tg_workers_stop(&s->workers);
+    if (s->gate)
+        tg_gate_stop(s->gate); /* if loop 0 never ran its on_stop */
     if (s->push)
         tg_push_closing(s->push); /* mail still queued is released, not acted on */
     for (int i = 0; s->loops && i < s->nloops; i++) {
@@ -257,6 +300,8 @@ void tg_server_stop(tg_server_t *s)
     }
     if (workers)
         tg_workers_fini(&s->workers);
+    tg_gate_destroy(s->gate);
+    s->gate = NULL;
     tg_push_destroy(s->push);
     s->push = NULL;
     tg_apphub_fini(&s->hub);

@@ -25,6 +25,7 @@ typedef struct tg_server {
     tg_workers_t     workers;
     tg_push_t       *push;
     tg_apphub_t      hub;
+    tg_gate_t       *gate;      /* backends; NULL when off (no listener, nothing to dial) */
     uint64_t         started_ms;
     char             bound[80]; /* the address actually listened on */
     char             frames_bound[80];

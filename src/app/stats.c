@@ -1,6 +1,7 @@
 /* app/stats.c - /stats (JSON) and /metrics (Prometheus text) from the counters
  * each loop, listener and module keeps. Reads other threads' counters with
  * relaxed loads: figures are each exact, not a snapshot taken all at once. */
+#include <stddef.h>
 #include <stdio.h>
 
 #include "app/server.h"
@@ -37,6 +38,40 @@ static void sum(const tg_server_t *s, totals_t *t)
         for (int r = 0; r < TG_CLOSE_MAX; r++)
             t->reasons[r] += C(ls->reasons[r]);
     }
+}
+
+/* The gate's figures: one table for /stats and /metrics. */
+typedef struct gate_figure {
+    const char *name; /* /stats key; the metric is tidegate_gate_<name>[_total] */
+    bool        gauge;
+    const char *help;
+    size_t      off;  /* in tg_gate_stats_t */
+} gate_figure_t;
+
+#define G(field) offsetof(tg_gate_stats_t, field)
+static const gate_figure_t gate_figures[] = {
+    { "jobs", false, "Jobs submitted (HTTP requests and calls on routes).", G(jobs) },
+    { "replies", false, "Jobs settled by a backend's reply.", G(replies) },
+    { "failed", false, "Jobs settled by a backend's error.", G(failed) },
+    { "deadline", false, "Jobs answered 504 at their deadline.", G(deadline) },
+    { "overloaded", false, "Jobs refused with 503: the route's queue was full.", G(overloaded) },
+    { "no_backend", false, "Jobs refused with 503: no backend within the window.", G(no_backend) },
+    { "no_route", false, "Jobs refused with 404: nobody serves the route.", G(no_route) },
+    { "resubmitted", false, "Jobs sent again after their backend's link dropped.", G(resubmitted) },
+    { "late", false, "Replies that came after the job's deadline (ignored).", G(late) },
+    { "violations", false, "Backend links closed for breaking the protocol.", G(violations) },
+    { "push_dropped", false, "Backend pushes and orders whose target was gone.", G(push_dropped) },
+    { "answers_dropped", false, "Answers whose client had gone.", G(answers_dropped) },
+    { "links_total", false, "Backend links accepted or dialed.", G(links_total) },
+    { "links", true, "Backend links open now.", G(links) },
+    { "queued", true, "Jobs waiting for a backend with room now.", G(queued) },
+    { "inflight", true, "Jobs sent to backends and unanswered now.", G(inflight) },
+};
+#undef G
+
+static unsigned long long gate_value(const tg_server_t *s, const gate_figure_t *f)
+{
+    return tg_counter_get((const tg_counter_t *)((const char *)tg_gate_stats(s->gate) + f->off));
 }
 
 void tg_stats_json(const tg_server_t *s, const tg_chan_count_t *top, int ntop, tg_sbuf_t *b)
@@ -87,7 +122,15 @@ void tg_stats_json(const tg_server_t *s, const tg_chan_count_t *top, int ntop, t
     for (int i = 0; i < ntop; i++)
         tg_sbuf_printf(b, "%s{\"ch\":\"%s\",\"subscribers\":%llu}", i ? "," : "", top[i].name,
                        (unsigned long long)top[i].subscribers);
-    tg_sbuf_printf(b, "]},\"log_dropped\":%llu}\n", (unsigned long long)tg_log_dropped());
+    tg_sbuf_printf(b, "]}");
+    if (s->gate) {
+        tg_sbuf_printf(b, ",\"gate\":{");
+        for (size_t i = 0; i < TG_ARRAY_LEN(gate_figures); i++)
+            tg_sbuf_printf(b, "%s\"%s\":%llu", i ? "," : "", gate_figures[i].name,
+                           gate_value(s, &gate_figures[i]));
+        tg_sbuf_printf(b, ",\"orders_dropped\":%llu}", C(s->hub.orders_dropped));
+    }
+    tg_sbuf_printf(b, ",\"log_dropped\":%llu}\n", (unsigned long long)tg_log_dropped());
 }
 
 static void family(tg_sbuf_t *b, const char *name, const char *type, const char *help)
@@ -152,6 +195,13 @@ void tg_stats_prometheus(const tg_server_t *s, const tg_chan_count_t *top, int n
     for (int i = 0; i < ntop; i++)
         tg_sbuf_printf(b, "tidegate_channel_subscribers{channel=\"%s\"} %llu\n", top[i].name,
                        (unsigned long long)top[i].subscribers);
+    for (size_t i = 0; s->gate && i < TG_ARRAY_LEN(gate_figures); i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "tidegate_gate_%s%s", gate_figures[i].name,
+                 gate_figures[i].gauge ? "" : "_total");
+        family(b, name, gate_figures[i].gauge ? "gauge" : "counter", gate_figures[i].help);
+        tg_sbuf_printf(b, "%s %llu\n", name, gate_value(s, &gate_figures[i]));
+    }
     family(b, "tidegate_log_dropped_total", "counter", "Log lines dropped: queue full.");
     tg_sbuf_printf(b, "tidegate_log_dropped_total %llu\n", (unsigned long long)tg_log_dropped());
 }

@@ -24,6 +24,7 @@ static const tg_close_info_t table[TG_CLOSE_MAX] = {
     [TG_CLOSE_POLICY]             = { "policy", 400, 1008, true },
     [TG_CLOSE_SLOW]               = { "slow_consumer", 0, 1008, true },
     [TG_CLOSE_PING_TIMEOUT]       = { "ping_timeout", 0, 1001, true },
+    [TG_CLOSE_KICKED]             = { "kicked", 0, 4000, false },
 };
 
 static const tg_close_info_t other = { "other", 500, 1011, true };

@@ -33,6 +33,7 @@ typedef enum tg_close {
     TG_CLOSE_POLICY,        /* too many bad commands */
     TG_CLOSE_SLOW,          /* output over the cap on an all-mode channel */
     TG_CLOSE_PING_TIMEOUT,  /* no answer to pings */
+    TG_CLOSE_KICKED,        /* a backend asked (KICK) */
     TG_CLOSE_MAX
 } tg_close_t;
 

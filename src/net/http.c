@@ -68,6 +68,7 @@ static bool finish_request(http_conn_t *hc);
 static void hand_over(http_conn_t *hc, const char *p, size_t n);
 static void answered_later(http_conn_t *hc);
 static void replay_pending(http_conn_t *hc);
+static void http_data(tg_conn_t *c, const char *p, size_t n);
 static void settle(tg_conn_t *c);
 
 static tg_http_server_t *server_of(tg_conn_t *c)
@@ -472,6 +473,16 @@ void tg_http_defer(tg_http_req_t *req, tg_http_abort_cb *abort, void *arg)
     hc->deferred = true;
     hc->abort = abort;
     hc->abort_arg = arg;
+}
+
+void *tg_http_deferred(const tg_conn_t *c, tg_http_abort_cb *abort)
+{
+    if (c->proto->on_data != http_data || !c->data)
+        return NULL;
+    const http_conn_t *hc = c->data;
+    if (!hc->deferred || hc->responded || hc->abort != abort)
+        return NULL;
+    return hc->abort_arg;
 }
 
 void tg_http_takeover(tg_http_req_t *req, const tg_proto_t *proto, void *data)

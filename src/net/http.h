@@ -106,6 +106,10 @@ void tg_http_respond_head(tg_http_req_t *req, int status, const char *extra);
 typedef void tg_http_abort_cb(void *arg);
 void tg_http_defer(tg_http_req_t *req, tg_http_abort_cb *abort, void *arg);
 
+/* The <arg> of the request deferred on <c> with <abort>, or NULL when <c> is
+ * not an HTTP connection waiting on such a request (an answer that comes back
+ * by connection id finds its request this way). */
+void *tg_http_deferred(const tg_conn_t *c, tg_http_abort_cb *abort);
 /* After tg_http_respond_head: the connection speaks <proto> from now on, with
  * <data> as its state (tg_conn_t.data). Bytes already read past this request
  * are handed to proto->on_data. HTTP's state is released. Synchronous

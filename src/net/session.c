@@ -79,6 +79,11 @@ void tg_session_command(tg_session_t *s, const char *p, size_t n)
     s->hub->on_command(s->hub, s, &cmd);
 }
 
+tg_session_t *tg_session_of(tg_conn_t *c)
+{
+    return c->proto->on_drained == tg_session_conn_drained ? c->data : NULL;
+}
+
 void tg_session_conn_drained(tg_conn_t *c)
 {
     tg_session_t *s = c->data;

@@ -89,6 +89,9 @@ void tg_session_error(tg_session_t *s, const char *code, const char *msg, tg_str
  * it): the client took all output, so the hub may send what it held back. */
 void tg_session_conn_drained(tg_conn_t *c);
 
+/* The session connection <c> carries, or NULL when it carries none (plain
+ * HTTP, a backend link): for code that finds a connection by id. */
+tg_session_t *tg_session_of(tg_conn_t *c);
 /* Parses a command in <p>,<n> and hands it to the hub, or replies an error
  * (closing after too many bad ones in a row). */
 void tg_session_command(tg_session_t *s, const char *p, size_t n);

@@ -25,7 +25,8 @@ import subprocess
 import tempfile
 import time
 
-LISTENING_RE = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+LISTENING_RE = re.compile(rb"(?<!TCP frames )listening on 127\.0\.0\.1:(\d+)")
+BACKEND_RE = re.compile(rb"backend listener on 127\.0\.0\.1:(\d+)")
 LOG_LINE_RE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (error|warn|info|debug) +\S")
 SANITIZER_RE = re.compile(
@@ -483,7 +484,8 @@ class Server:
     """One tidegate process on 127.0.0.1 and a free port."""
 
     def __init__(self, binary=None, config=None, args=(), log_to_file=False,
-                 nofile=None, start_timeout=10.0, env=None, listen="127.0.0.1:0"):
+                 nofile=None, start_timeout=10.0, env=None, listen="127.0.0.1:0",
+                 backend_listen="127.0.0.1:0"):
         self.binary = binary or binary_path()
         self.config = dict(config or {})
         self.args = list(args)
@@ -492,6 +494,8 @@ class Server:
         self.start_timeout = start_timeout * slowdown(self.binary)
         self.env = env
         self.listen = listen
+        self.backend_listen = backend_listen
+        self.backend_port = None   # the gate's backend listener, once started
         self.dir = tempfile.mkdtemp(prefix="tidegate-test-")
         self.config_path = os.path.join(self.dir, "tidegate.conf")
         self.stderr_path = os.path.join(self.dir, "stderr")
@@ -536,7 +540,8 @@ class Server:
                 f.write("%s = %s\n" % (k, v))
 
     def command(self):
-        cmd = [self.binary, "--config", self.config_path, "--listen", self.listen]
+        cmd = [self.binary, "--config", self.config_path, "--listen", self.listen,
+               "--backend-listen", self.backend_listen]
         if self.log_to_file:
             cmd += ["--log-file", self.log_path]
         return cmd + self.args
@@ -561,6 +566,8 @@ class Server:
             m = LISTENING_RE.search(self.log_bytes())
             if m:
                 self.port = int(m.group(1))
+                b = BACKEND_RE.search(self.log_bytes())
+                self.backend_port = int(b.group(1)) if b else None
                 break
             if self.proc.poll() is not None:
                 self.exit_code = self.proc.returncode
