@@ -54,7 +54,7 @@ FUZZ_SHORT   ?= 20
 .PHONY: all build run test unit integration integration-asan fuzz fuzz-short bench format \
         deps deps-test clean
 all: build
-build: $(BIN) $(BUILD)/tidegate-bench
+build: $(BIN) $(BUILD)/tidegate-bench $(BUILD)/echo-http
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
@@ -76,6 +76,10 @@ $(BIN): $(BUILD)/src/app/main.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
 
 $(BUILD)/tidegate-bench: tools/tidegate-bench.c $(LIB)
+	$(CC) $(CFLAGS) $(WARN) $< $(LIB) $(LDFLAGS) $(LIBS) -o $@
+
+# The HTTP echo server behind nginx in bench/gate.sh: tidegate's loop and HTTP layer.
+$(BUILD)/echo-http: tools/echo-http.c $(LIB)
 	$(CC) $(CFLAGS) $(WARN) $< $(LIB) $(LDFLAGS) $(LIBS) -o $@
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
@@ -148,6 +152,7 @@ bench:
 	@bash scripts/deps.sh bench
 	@$(MAKE) --no-print-directory VARIANT=release build
 	bash bench/http.sh
+	bash bench/gate.sh
 
 format:
 	clang-format -i $$(find src tests fuzz tools bench -name '*.[ch]')

@@ -10,6 +10,8 @@ Route "chat", driven by calls from WebSocket clients (`{"op":"call",
                                                      on "room.lobby"
     {"op": "whisper", "to": CONN, "text": "psst"}    pushes to one connection (CONN is
                                                      the "from" of a message)
+    {"op": "login", "user": "ann"}                   binds the connection to user ann
+    {"op": "dm", "to_user": "ann", "text": "hi"}     pushes to every connection of ann
 
 Each call is answered {"ok": true}, or an error for an unknown op or a bad
 argument.
@@ -24,7 +26,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                 "clients", "python"))
 
-from tidegate_backend import Backend, JobError  # noqa: E402
+from tidegate_backend import Backend, JobError, Reply  # noqa: E402
 
 
 def text_arg(data, name):
@@ -52,13 +54,20 @@ def main():
             room = text_arg(data, "room")
             backend.push(channel="room." + room,
                          data={"from": sender, "room": room, "text": text_arg(data, "text")})
+        elif op == "login":
+            # A real backend checks a password or a token here.
+            user = text_arg(data, "user")
+            return Reply(data={"ok": True, "user": user}, set_user=user)
+        elif op == "dm":
+            backend.push(user=text_arg(data, "to_user"),
+                         data={"from": sender, "dm": text_arg(data, "text")})
         elif op == "whisper":
             to = data.get("to")
             if not str(to).isdigit():
                 raise JobError("bad_input", "to must be a connection id", status=400)
             backend.push(conn=to, data={"from": sender, "whisper": text_arg(data, "text")})
         else:
-            raise JobError("bad_op", "op must be join, say or whisper", status=400)
+            raise JobError("bad_op", "op must be join, say, whisper, login or dm", status=400)
         return {"ok": True}
 
     try:

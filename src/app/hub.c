@@ -132,6 +132,90 @@ static size_t sub_behind(tg_sub_t *sub)
 
 static const tg_sub_ops_t sub_ops = { sub_ready, sub_deliver, sub_behind };
 
+/* ---- users: a session bound to a user listens on the user's own channel,
+ * whose name clients cannot type ('~' is not a channel-name character), and
+ * gets what is published there as "push" messages. ---- */
+
+#define USER_CHAN "~user:"
+
+static void drop_sub(tg_apphub_t *h, hub_sub_t *hs);
+
+static void user_ready(tg_sub_t *sub, tg_pos_t pos, const tg_gap_t *gap, tg_msg_t *const *backlog,
+                       size_t n)
+{
+    (void)sub, (void)pos, (void)gap, (void)backlog, (void)n; /* only what comes from now on */
+}
+
+static void user_deliver(tg_sub_t *sub, tg_delivery_t *d)
+{
+    tg_session_t *s = hs_of(sub)->session;
+    const tg_msg_t *m = d->msg;
+    tg_sbuf_t b = TG_SBUF_INIT;
+    tg_sbuf_put(&b, "{\"type\":\"push\",\"data\":", 22);
+    if (m->kind == TG_PAYLOAD_JSON) {
+        tg_sbuf_put(&b, tg_msg_payload(m), m->len);
+    } else {
+        tg_sbuf_put(&b, "\"", 1);
+        tg_json_escape(&b, tg_msg_payload(m), m->len);
+        tg_sbuf_put(&b, "\"", 1);
+    }
+    tg_sbuf_put(&b, "}", 1);
+    if (!b.failed)
+        s->transport->send_json(s, "push", NULL, b.p, b.len);
+    tg_sbuf_free(&b);
+}
+
+static const tg_sub_ops_t user_ops = { user_ready, user_deliver, sub_behind };
+
+size_t tg_apphub_user_channel(tg_str_t user, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, USER_CHAN "%.*s", (int)user.len, user.p);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+static hub_sub_t *user_sub(tg_session_t *s)
+{
+    for (tg_link_t *l = s->items.next; l != &s->items; l = l->next) {
+        hub_sub_t *hs = tg_container_of(l, hub_sub_t, item);
+        if (hs->sub.ops == &user_ops)
+            return hs;
+    }
+    return NULL;
+}
+
+tg_str_t tg_apphub_user(tg_session_t *s)
+{
+    hub_sub_t *hs = s->hub ? user_sub(s) : NULL;
+    if (!hs)
+        return (tg_str_t){ NULL, 0 };
+    tg_str_t ch = tg_sub_chan(&hs->sub);
+    return (tg_str_t){ ch.p + strlen(USER_CHAN), ch.len - strlen(USER_CHAN) };
+}
+
+int tg_apphub_bind_user(tg_apphub_t *h, tg_session_t *s, tg_str_t user)
+{
+    char ch[TG_CHAN_NAME_MAX + 1];
+    size_t n = user.len && user.len <= TG_USER_MAX ? tg_apphub_user_channel(user, ch, sizeof(ch))
+                                                   : 0;
+    if (!n || memchr(user.p, '\0', user.len))
+        return -EINVAL;
+    hub_sub_t *old = user_sub(s);
+    if (old)
+        drop_sub(h, old); /* a new login replaces the old one */
+    hub_sub_t *hs = calloc(1, sizeof(*hs));
+    if (!hs)
+        return -ENOMEM;
+    hs->sub.ops = &user_ops;
+    hs->session = s;
+    tg_list_push(&s->items, &hs->item);
+    int rc = tg_push_subscribe(h->push, s->conn->loop, &hs->sub, (tg_str_t){ ch, n }, NULL);
+    if (rc != 0) {
+        tg_link_remove(&hs->item);
+        free(hs);
+    }
+    return rc;
+}
+
 /* ---- sessions ---- */
 
 static hub_sub_t *find_sub(tg_session_t *s, tg_str_t ch)

@@ -39,6 +39,15 @@ void tg_apphub_fini(tg_apphub_t *h);
  * (a backend's SUBSCRIBE); unsubscribes likewise. 0 or a negative errno. */
 int  tg_apphub_subscribe(tg_apphub_t *h, tg_session_t *s, tg_str_t ch);
 int  tg_apphub_unsubscribe(tg_apphub_t *h, tg_session_t *s, tg_str_t ch);
+/* Users: a REPLY's set_user binds the calling session to a user (a login);
+ * a PUSH to the user reaches every session bound to it, on any loop. */
+#define TG_USER_MAX 64
+/* Loop thread of <s>. Binds <s> to <user>, replacing an earlier binding. */
+int      tg_apphub_bind_user(tg_apphub_t *h, tg_session_t *s, tg_str_t user);
+/* The user <s> is bound to (empty when none); borrowed while the binding lasts. */
+tg_str_t tg_apphub_user(tg_session_t *s);
+/* The internal channel of <user> into <out>; its length, or 0 when too long. */
+size_t   tg_apphub_user_channel(tg_str_t user, char *out, size_t cap);
 /* Home loop of the gate: what backends ask of sessions and channels. */
 tg_gate_hooks_t tg_apphub_gate_hooks(tg_apphub_t *h);
 /* Routes the request if it is the hub's; false when it is not. */

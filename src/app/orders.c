@@ -119,7 +119,25 @@ static int hook_push(void *arg, tg_gate_target_t target, tg_str_t to, tg_str_t d
             return -ENOMEM;
         return tg_push_publish(h->push, h->gate_home, m, NULL, NULL);
     }
-    return -ENOENT; /* users: connections are not bound to users yet */
+    char ch[TG_CHAN_NAME_MAX + 1];
+    size_t n = to.len <= TG_USER_MAX ? tg_apphub_user_channel(to, ch, sizeof(ch)) : 0;
+    if (!n)
+        return -ENOENT;
+    tg_msg_t *m = tg_msg_new((tg_str_t){ ch, n }, data.p, data.len, h->nloops);
+    if (!m)
+        return -ENOMEM;
+    return tg_push_publish(h->push, h->gate_home, m, NULL, NULL);
+}
+
+static tg_str_t hook_user_of(void *arg, tg_session_t *s)
+{
+    (void)arg;
+    return tg_apphub_user(s);
+}
+
+static int hook_bind_user(void *arg, tg_session_t *s, tg_str_t user)
+{
+    return tg_apphub_bind_user(arg, s, user);
 }
 
 static int hook_subscribe(void *arg, tg_conn_id_t conn, tg_str_t channel, bool on)
@@ -137,5 +155,7 @@ tg_gate_hooks_t tg_apphub_gate_hooks(tg_apphub_t *h)
     return (tg_gate_hooks_t){ .arg = h,
                               .push = hook_push,
                               .subscribe = hook_subscribe,
-                              .kick = hook_kick };
+                              .kick = hook_kick,
+                              .user_of = hook_user_of,
+                              .bind_user = hook_bind_user };
 }

@@ -30,7 +30,11 @@ static void answer_arrived(tg_mail_t *m, void *arg)
     if (c && a->kind == TG_JOB_HTTP) {
         taken = tg_gate__http_answer(c, a);
     } else if (c && a->kind == TG_JOB_CALL && tg_session_of(c)) {
-        tg_answer_call(tg_session_of(c), a);
+        tg_session_t *s = tg_session_of(c);
+        tg_str_t user = tg_answer_set_user(a);
+        if (user.len && a->gate->hooks.bind_user)
+            (void)a->gate->hooks.bind_user(a->gate->hooks.arg, s, user); /* before the reply */
+        tg_answer_call(s, a);
         taken = true;
     }
     if (!taken)
@@ -639,7 +643,8 @@ void tg_gate_call(tg_gate_t *g, tg_session_t *s, const tg_cmd_t *cmd)
         return;
     }
     const char *why = NULL;
-    tg_job_t *job = tg_job_from_call(&r, s, cmd, &why);
+    tg_str_t user = g->hooks.user_of ? g->hooks.user_of(g->hooks.arg, s) : (tg_str_t){ "", 0 };
+    tg_job_t *job = tg_job_from_call(&r, s, user, cmd, &why);
     if (!job) {
         tg_session_error(s, "bad_call", why, cmd->id);
         return;

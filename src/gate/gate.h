@@ -41,6 +41,10 @@ typedef struct tg_gate_hooks {
     int (*push)(void *arg, tg_gate_target_t target, tg_str_t to, tg_str_t data);
     int (*subscribe)(void *arg, tg_conn_id_t conn, tg_str_t channel, bool on);
     int (*kick)(void *arg, tg_conn_id_t conn, tg_str_t why);
+    /* Client loops: the user session <s> is bound to (empty: none), and
+     * binding it (a REPLY's set_user). */
+    tg_str_t (*user_of)(void *arg, tg_session_t *s);
+    int      (*bind_user)(void *arg, tg_session_t *s, tg_str_t user);
 } tg_gate_hooks_t;
 
 typedef struct tg_gate_stats {

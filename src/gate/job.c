@@ -134,8 +134,8 @@ tg_job_t *tg_job_from_http(const tg_route_t *r, const tg_http_req_t *req, tg_str
     return job;
 }
 
-tg_job_t *tg_job_from_call(const tg_route_t *r, tg_session_t *s, const tg_cmd_t *cmd,
-                           const char **why)
+tg_job_t *tg_job_from_call(const tg_route_t *r, tg_session_t *s, tg_str_t user,
+                           const tg_cmd_t *cmd, const char **why)
 {
     if (cmd->id.len > TG_JOB_CALL_ID_MAX) {
         *why = "the call's id is too long";
@@ -148,6 +148,9 @@ tg_job_t *tg_job_from_call(const tg_route_t *r, tg_session_t *s, const tg_cmd_t 
         bool found = false;
         if (r->key == TG_KEY_FIELD) {
             found = data_field(cmd->data, r->key_name, &key);
+        } else if (r->key == TG_KEY_USER) {
+            key = user;
+            found = user.len > 0;
         } else if (r->key == TG_KEY_CONN) {
             key = (tg_str_t){ conn_key, (size_t)snprintf(conn_key, sizeof(conn_key), "%llu",
                                                          (unsigned long long)client) };
@@ -161,6 +164,8 @@ tg_job_t *tg_job_from_call(const tg_route_t *r, tg_session_t *s, const tg_cmd_t 
     tg_wire_enc_t e;
     tg_wire_enc_init(&e);
     put_common(&e, r, client, "call");
+    if (user.len)
+        tg_wire_put(&e, TG_BK_K_USER, user.p, user.len);
     tg_wire_put(&e, TG_BK_K_DATA, cmd->data.p, cmd->data.len);
     tg_job_t *job = job_from(r, &e, client, TG_JOB_CALL, key);
     tg_wire_enc_fini(&e);
@@ -323,6 +328,14 @@ void tg_answer_http(tg_http_req_t *req, const tg_answer_t *a)
         tg_http_respond(req, v.status, ctype, extra.len ? extra.p : NULL, p, n);
     tg_sbuf_free(&extra);
     tg_sbuf_free(&body);
+}
+
+tg_str_t tg_answer_set_user(const tg_answer_t *a)
+{
+    tg_wire_pair_t kv;
+    if (a->type == TG_BK_REPLY && tg_wire_find(a->pairs, a->len, TG_BK_K_SET_USER, &kv))
+        return (tg_str_t){ kv.val, kv.vlen };
+    return (tg_str_t){ "", 0 };
 }
 
 void tg_answer_call(tg_session_t *s, const tg_answer_t *a)

@@ -83,8 +83,8 @@ typedef struct tg_answer {
 tg_job_t *tg_job_from_http(const tg_route_t *r, const tg_http_req_t *req, tg_str_t rest,
                            int *status, const char **why);
 /* Client loop. The job for call <cmd> from session <s>; NULL with *<why> set. */
-tg_job_t *tg_job_from_call(const tg_route_t *r, tg_session_t *s, const tg_cmd_t *cmd,
-                           const char **why);
+tg_job_t *tg_job_from_call(const tg_route_t *r, tg_session_t *s, tg_str_t user,
+                           const tg_cmd_t *cmd, const char **why);
 void tg_job_free(tg_job_t *job);
 
 /* Gate loop. An answer to <job> holding <pairs> (a REPLY's or an ERROR's). */
@@ -95,6 +95,8 @@ tg_answer_t *tg_answer_error(const tg_job_t *job, int status, const char *code,
 
 /* Client loop: answers deferred request <req> with <a> (does not free <a>). */
 void tg_answer_http(tg_http_req_t *req, const tg_answer_t *a);
+/* The REPLY's set_user, or an empty string. */
+tg_str_t tg_answer_set_user(const tg_answer_t *a);
 /* Client loop: sends <a> to session <s> as the call's reply or error. */
 void tg_answer_call(tg_session_t *s, const tg_answer_t *a);
 

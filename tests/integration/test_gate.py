@@ -310,8 +310,11 @@ def test_done_below_keeps_the_python_backends_memory_bounded(make_server):
     async def caller():
         async with websockets.connect("ws://127.0.0.1:%d/ws" % srv.port,
                                       max_queue=None) as ws:
+            window = asyncio.Semaphore(256)          # calls in flight per connection
+
             async def sender():
                 for i in range(per_conn):
+                    await window.acquire()
                     await ws.send('{"op":"call","route":"bulk","id":%d,"data":%d}' % (i, i))
             t = asyncio.ensure_future(sender())
             got = 0
@@ -319,6 +322,7 @@ def test_done_below_keeps_the_python_backends_memory_bounded(make_server):
                 m = json.loads(await ws.recv())
                 assert m["type"] == "reply", m
                 got += 1
+                window.release()
             await t
             return got
 
@@ -423,6 +427,22 @@ def test_chat_backend_pushes_to_a_connection_and_a_channel(make_server):
             assert m["data"]["whisper"] == "psst"
             r = await call(bob, 4, {"op": "whisper", "to": 12345, "text": "nobody"})
             assert r["status"] == 200                    # a gone target is dropped, counted
+
+            # Users: two connections log in as ann; a PUSH to ann reaches both.
+            async with websockets.connect(u) as ann2:
+                stash[ann2] = []
+                for ws in (alice, ann2):
+                    r = await call(ws, 5, {"op": "login", "user": "ann"})
+                    assert r["data"] == {"ok": True, "user": "ann"}
+                r = await call(bob, 6, {"op": "dm", "to_user": "ann", "text": "hello ann"})
+                assert r["status"] == 200
+                for ws in (alice, ann2):
+                    m = await next_of(ws, "push")
+                    assert m["data"]["dm"] == "hello ann"
+                # the caller's user travels with its jobs
+                r = await call(ann2, 7, {"op": "say", "room": "lobby", "text": "it's me"})
+                m = await next_of(alice, "msg")
+                assert m["data"]["from"] == "ann"
 
     run(scenario())
     chat.stop()

@@ -44,6 +44,7 @@ class Backend:
         self.stats_file = base + ".stats"
         self.stderr_path = base + ".stderr"
         self.proc = None
+        srv.children.append(self)  # stopped with the server, whatever the test's outcome
 
     def command(self):
         cmd = [PY, os.path.join(HERE, "testbackend.py"),
@@ -138,6 +139,7 @@ class CBackend:
         self.args = list(args)
         self.proc = None
         self.stderr_path = os.path.join(srv.dir, "c-%s.stderr" % example)
+        srv.children.append(self)
 
     def start(self):
         self._stderr = open(self.stderr_path, "ab")

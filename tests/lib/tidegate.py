@@ -496,6 +496,7 @@ class Server:
         self.listen = listen
         self.backend_listen = backend_listen
         self.backend_port = None   # the gate's backend listener, once started
+        self.children = []         # processes started for this server (backends): stopped first
         self.dir = tempfile.mkdtemp(prefix="tidegate-test-")
         self.config_path = os.path.join(self.dir, "tidegate.conf")
         self.stderr_path = os.path.join(self.dir, "stderr")
@@ -626,6 +627,8 @@ class Server:
         in which case the code is the string "hung")."""
         if self.proc is None:
             return None
+        for child in self.children:
+            child.stop()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             code = self.wait(timeout if timeout is not None else 5.0 * self.slow)
