@@ -13,7 +13,7 @@
 #include "gate/dial.h"
 
 static void enqueue(tg_gate_t *g, tg_job_t *job);
-bool        tg_gate__http_answer(tg_conn_t *c, tg_answer_t *a);
+static bool http_answer(tg_conn_t *c, tg_answer_t *a);
 static void settle(tg_gate_t *g, tg_job_t *job);
 static void window_closed(tg_timer_t *t);
 static void route_emptied(tg_gate_t *g, gate_route_t *r);
@@ -28,7 +28,7 @@ static void answer_arrived(tg_mail_t *m, void *arg)
     tg_conn_t *c = tg_conn_lookup(loop, a->client);
     bool taken = false;
     if (c && a->kind == TG_JOB_HTTP) {
-        taken = tg_gate__http_answer(c, a);
+        taken = http_answer(c, a);
     } else if (c && a->kind == TG_JOB_CALL && tg_session_of(c)) {
         tg_session_t *s = tg_session_of(c);
         tg_str_t user = tg_answer_set_user(a);
@@ -158,6 +158,10 @@ static int send_to(tg_gate_t *g, tg_job_t *job, tg_backend_t *b)
 static void enqueue(tg_gate_t *g, tg_job_t *job)
 {
     gate_route_t *r = job->route;
+    if (g->stopped) {
+        refuse(g, job, 503, "shutting_down", "the server is stopping");
+        return;
+    }
     if (r->refusing) {
         tg_counter_add(&g->stats.no_backend, 1);
         refuse(g, job, 503, "no_backend", "no backend of this route is connected");
@@ -555,9 +559,16 @@ void tg_gate_destroy(tg_gate_t *g)
     if (!g)
         return;
     tg_dialers_destroy(g->dialers);
+    /* Jobs whose clients' loops are gone (a start that failed half-way): their
+     * memory only; their timers' wheel is gone too. */
+    for (size_t i = 0; i < g->jobs.cap; i++)
+        if (g->jobs.slots[i].id)
+            tg_job_free(g->jobs.slots[i].val);
     for (int i = 0; i < g->ngroutes; i++) {
         gate_route_t *r = g->groutes[i];
-        TG_ASSERT(tg_idmap_count(&r->keys) == 0 || !g->home->started);
+        for (size_t k = 0; k < r->keys.cap; k++)
+            if (r->keys.slots[k].id)
+                free(r->keys.slots[k].val);
         tg_idmap_fini(&r->keys);
         free(r->backends);
         free(r);
@@ -595,7 +606,7 @@ static void http_abort(void *arg)
     free(arg); /* the answer, when it comes, finds no request and is dropped */
 }
 
-bool tg_gate__http_answer(tg_conn_t *c, tg_answer_t *a)
+static bool http_answer(tg_conn_t *c, tg_answer_t *a)
 {
     http_wait_t *w = tg_http_deferred(c, http_abort);
     if (!w || w->job_id != a->job_id)

@@ -5,7 +5,8 @@
                                 "http.header_timeout = 1s" (a leading http_ becomes http.);
                                 a dict may be passed as well: make_server({"backlog": 512}).
                                 Extra: args=[...], log_to_file=True, nofile=64,
-                                listen="127.0.0.1:PORT", start=False.
+                                listen="127.0.0.1:PORT", backend_listen="" (none),
+                                start=False.
 Every server is stopped with SIGTERM at teardown; the test then fails unless it
 exited 0 and (ASan builds) reported no sanitizer error.
 """
@@ -55,12 +56,12 @@ def make_server(binary):
     servers = []
 
     def factory(config=None, *, args=(), log_to_file=False, nofile=None, start=True,
-                listen="127.0.0.1:0", **kw):
+                listen="127.0.0.1:0", backend_listen="127.0.0.1:0", **kw):
         cfg = dict(config or {})
         for k, v in kw.items():
             cfg[tidegate.config_key(k)] = v
         srv = tidegate.Server(binary, cfg, args=args, log_to_file=log_to_file, nofile=nofile,
-                              listen=listen)
+                              listen=listen, backend_listen=backend_listen)
         servers.append(srv)
         if start:
             srv.start()
