@@ -18,11 +18,14 @@
 #      tidegate then nginx for GET, then for POST. Printed per round and as medians:
 #      requests/s, p99 latency, and the CPU per request of the proxy (tidegate;
 #      nginx master + workers) and, separately, of the backend process.
-#   2. kill -9 of one of two backends under load: tidegate with two examples/echo
-#      backends (round-robin), wrk -t1 -cKILL_CONNS -dDURATION on GET /echo/, one
-#      backend killed by PID at KILL_AT seconds. Printed: requests/s (whole run and
-#      per second), 4xx/5xx responses and socket errors wrk saw (the goal is 0), and
-#      the gate's resubmitted jobs.
+#   2. kill -9 of one of two backends under load: a fresh tidegate with two
+#      examples/echo backends (round-robin), wrk -t1 -cKILL_CONNS -dDURATION on
+#      GET /echo/, one backend killed by PID at KILL_AT seconds (and not restarted).
+#      Printed: requests/s (wrk's, and the gate's replies per second from /stats),
+#      4xx/5xx responses and socket errors wrk saw (the goal is 0), the jobs in flight
+#      on the gate just before the kill and the jobs it resubmitted. examples/echo
+#      answers at once, so a plain kill -9 often finds no job on that backend;
+#      FREEZE_MS=100 stops it first so that jobs are surely caught in flight.
 #
 # No process is pinned: every one shares the box's cores (2 here) with wrk's one
 # thread, which is why CPU per request is printed next to requests/s.
@@ -252,6 +255,9 @@ start_echo_http() {
 start_nginx() {
   local dir=$TMP/nginx
   mkdir -p "$dir"
+  # Started as root, nginx runs its workers as nobody: they must reach the temp
+  # paths (created by the master, for bodies that do not fit in memory).
+  chmod 711 "$TMP" "$dir"
   PORT[nginx]=$(free_port)
   sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|${PORT[nginx]}|g" -e "s|@WORKERS@|$IO_THREADS|g" \
     -e "s|@BACKEND_PORT@|${PORT[echo-http]}|g" bench/peers/nginx-gate.conf >"$dir/nginx.conf"

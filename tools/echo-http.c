@@ -26,10 +26,10 @@
 #include "net/http.h"
 
 static struct {
-    tg_loop_t        loop;
+    tg_loop_t loop;
     tg_http_server_t http;
-    tg_listener_t    listener;
-    char            *scratch; /* max_body bytes: a body split over chunks is copied here */
+    tg_listener_t listener;
+    char *scratch; /* max_body bytes: a body split over chunks is copied here */
 } E;
 
 /* A body that arrived in one chunk is answered from that chunk; one spread over
@@ -65,11 +65,12 @@ static void close_listener(tg_loop_t *loop)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: echo-http [options]\n"
-               "  --listen HOST:PORT  where to listen (127.0.0.1:8081; port 0: any free one)\n"
-               "  --max-body BYTES    largest request body, else 413 (1048576)\n"
-               "  --help\n"
-               "Every request gets 200 with its body and content-type back. SIGTERM/SIGINT stop.\n");
+    fprintf(f,
+            "usage: echo-http [options]\n"
+            "  --listen HOST:PORT  where to listen (127.0.0.1:8081; port 0: any free one)\n"
+            "  --max-body BYTES    largest request body, else 413 (1048576)\n"
+            "  --help\n"
+            "Every request gets 200 with its body and content-type back. SIGTERM/SIGINT stop.\n");
 }
 
 int main(int argc, char **argv)

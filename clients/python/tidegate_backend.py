@@ -616,6 +616,10 @@ class Backend:
       ``HOST-PID``).
     - ``capacity``: the most jobs the gate sends at once (1 to 65536).
     - ``connect``: the gate's backend listener, ``HOST:PORT``.
+    - ``listen``: instead of connecting, listen on ``HOST:PORT`` and serve
+      the gate that dials in (tidegate's ``gate.backends``); one link at a
+      time, and the next dial after it drops. Port 0 picks a free port
+      (``listening_port``).
     - ``workers``: handler threads (default ``min(capacity, 32)``).
     - ``on_done(job)``: called once per handler execution, right after its
       reply (or job ERROR) was written to the gate's socket: the job is done.
@@ -631,7 +635,7 @@ class Backend:
     """
 
     def __init__(self, routes=(), name=None, capacity=64, connect="127.0.0.1:7070",
-                 workers=None, on_done=None, reconnect=True, on_connect=None):
+                 workers=None, on_done=None, reconnect=True, on_connect=None, listen=None):
         if isinstance(routes, str):
             routes = [r for r in routes.split(",") if r]
         self._handlers = {}
@@ -648,6 +652,10 @@ class Backend:
             raise ValueError("capacity must be 1 to 65536")
         self.capacity = capacity
         self.address = _parse_addr(connect)
+        self._listener = None
+        if listen:
+            self._listener = socket.create_server(_parse_addr(listen), backlog=8)
+            self._listener.settimeout(0.2)          # to notice stop() while waiting
         self.workers = int(workers) if workers else min(capacity, 32)
         self.on_done = on_done
         self.on_connect = on_connect
@@ -871,9 +879,30 @@ class Backend:
             t.start()
             self._threads.append(t)
 
+    @property
+    def listening_port(self):
+        """The port listened on (listen mode), else None."""
+        return self._listener.getsockname()[1] if self._listener else None
+
+    def _dialed(self):
+        """Listen mode: waits for the gate to dial in."""
+        while True:
+            with self._cv:
+                if self._stopping or self._draining:
+                    raise OSError("stopping")
+            try:
+                sock, _ = self._listener.accept()
+                return sock
+            except socket.timeout:
+                continue
+
     def _open(self):
-        """Connects, sends HELLO and starts the reader thread."""
-        sock = socket.create_connection(self.address, timeout=10)
+        """Connects (or takes the gate's dial), sends HELLO and starts the
+        reader thread."""
+        if self._listener:
+            sock = self._dialed()
+        else:
+            sock = socket.create_connection(self.address, timeout=10)
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         hello = encode_frame(HELLO, 0, [("version", VERSION), ("name", self.name),

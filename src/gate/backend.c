@@ -201,6 +201,8 @@ static void hello(tg_backend_t *b, const uint8_t *body, size_t len)
         p = stop + 1;
     }
     b->hello = true;
+    tg_counter_add(&g->stats.links, 1);
+    tg_counter_add(&g->stats.links_total, 1);
     tg_conn_timer_cancel(b->conn);
     tg_wire_enc_t e;
     tg_wire_enc_init(&e);
@@ -454,8 +456,6 @@ static int backend_open(tg_conn_t *c)
     b->last_rx_ms = c->loop->now_ms;
     c->data = b;
     tg_conn_timer_arm(c, g->cfg.hello_ms);
-    tg_counter_add(&g->stats.links, 1);
-    tg_counter_add(&g->stats.links_total, 1);
     return 0;
 }
 
@@ -483,10 +483,11 @@ static void backend_close(tg_conn_t *c, int reason)
     tg_gate__left(g, b);
     tg_link_remove(&b->node);
     tg_dial__closed(g->dialers, c, b->hello);
+    if (b->hello)
+        tg_counter_sub(&g->stats.links, 1);
     free(b->in);
     free(b);
     c->data = NULL;
-    tg_counter_sub(&g->stats.links, 1);
 }
 
 const tg_proto_t tg_backend_proto = {

@@ -58,8 +58,8 @@ typedef struct tg_gate_stats {
     tg_counter_t resubmitted;  /* sent again after their link dropped */
     tg_counter_t late;         /* replies that came after the deadline */
     tg_counter_t repeats;      /* unused by the gate; backends count theirs */
-    tg_counter_t links;        /* links open now */
-    tg_counter_t links_total;  /* links accepted or dialed */
+    tg_counter_t links;        /* links open now (HELLO said) */
+    tg_counter_t links_total;  /* links that said HELLO, ever */
     tg_counter_t violations;   /* links closed for breaking the protocol */
     tg_counter_t push_dropped; /* PUSH, SUBSCRIBE, KICK whose target was gone */
     tg_counter_t queued;       /* jobs waiting now */

@@ -28,7 +28,7 @@ class Backend:
     """One tests/lib/testbackend.py process."""
 
     def __init__(self, srv, routes, name, mode="echo", capacity=None, workers=None,
-                 delay_ms=None, drain_on_term=False, extra=()):
+                 delay_ms=None, drain_on_term=False, extra=(), listen=None):
         self.srv = srv
         self.routes = routes
         self.name = name
@@ -38,6 +38,7 @@ class Backend:
         self.delay_ms = delay_ms
         self.drain_on_term = drain_on_term
         self.extra = list(extra)
+        self.listen = listen        # "HOST:PORT": the gate dials it (gate.backends)
         base = os.path.join(srv.dir, "backend-" + name)
         self.exec_log = base + ".exec"
         self.ready_file = base + ".ready"
@@ -48,7 +49,7 @@ class Backend:
 
     def command(self):
         cmd = [PY, os.path.join(HERE, "testbackend.py"),
-               "--connect", "127.0.0.1:%d" % self.srv.backend_port,
+               "--connect", "127.0.0.1:%d" % (self.srv.backend_port or 1),
                "--routes", self.routes, "--name", self.name, "--mode", self.mode,
                "--exec-log", self.exec_log, "--ready-file", self.ready_file,
                "--stats-file", self.stats_file]
@@ -58,6 +59,8 @@ class Backend:
                 cmd += [flag, str(v)]
         if self.drain_on_term:
             cmd.append("--drain-on-term")
+        if self.listen:
+            cmd += ["--listen", self.listen, "--port-file", self.ready_file + ".port"]
         return cmd + self.extra
 
     def start(self, wait=True):
@@ -74,6 +77,14 @@ class Backend:
         wait_for(lambda: os.path.exists(self.ready_file) or self.proc.poll() is not None,
                  timeout * self.srv.slow, what="backend %s to say HELLO" % self.name)
         assert self.proc.poll() is None, "backend %s exited: %s" % (self.name, self.stderr())
+
+    def listening_port(self, timeout=10.0):
+        """Listen mode: the port, once the process listens."""
+        path = self.ready_file + ".port"
+        wait_for(lambda: os.path.exists(path), timeout * self.srv.slow,
+                 what="backend %s to listen" % self.name)
+        with open(path) as f:
+            return int(f.read())
 
     def stderr(self):
         with open(self.stderr_path, "rb") as f:

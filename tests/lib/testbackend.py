@@ -73,6 +73,10 @@ def parse_args(argv):
     p.add_argument("--mode", choices=MODES, default="echo")
     p.add_argument("--drain-on-term", action="store_true")
     p.add_argument("--ready-file", default=None)
+    p.add_argument("--listen", default=None,
+                   help="be dialed by the gate on HOST:PORT instead of connecting")
+    p.add_argument("--port-file", default=None,
+                   help="with --listen: write the port listened on here")
     p.add_argument("--stats-file", default=None)
     return p.parse_args(argv)
 
@@ -131,7 +135,13 @@ def main(argv=None):
 
     backend = tb.Backend(args.routes, name=name, capacity=args.capacity, connect=args.connect,
                          workers=args.workers, on_done=on_done, on_connect=on_connect,
-                         reconnect=args.mode not in ("garbage", "oversize"))
+                         reconnect=args.mode not in ("garbage", "oversize"),
+                         listen=args.listen)
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % backend.listening_port)
+        os.rename(tmp, args.port_file)
     for route in backend.routes:
         backend.handle(route, handler)
 
