@@ -62,6 +62,8 @@ static const gate_figure_t gate_figures[] = {
     { "violations", false, "Backend links closed for breaking the protocol.", G(violations) },
     { "push_dropped", false, "Backend pushes and orders whose target was gone.", G(push_dropped) },
     { "answers_dropped", false, "Answers whose client had gone.", G(answers_dropped) },
+    { "lz4_out", false, "Backend frames sent LZ4-compressed.", G(lz4_out) },
+    { "lz4_in", false, "Backend frames received LZ4-compressed.", G(lz4_in) },
     { "links_total", false, "Backend links that said HELLO.", G(links_total) },
     { "links", true, "Backend links open now (HELLO said).", G(links) },
     { "queued", true, "Jobs waiting for a backend with room now.", G(queued) },

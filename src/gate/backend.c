@@ -81,6 +81,8 @@ int tg_backend__send_job(tg_backend_t *b, tg_job_t *job, uint64_t now_ms)
         tg_wire_put_raw(&e, dyn + TG_BK_HEADER, n - TG_BK_HEADER);
         tg_wire_put_raw(&e, job->pairs, job->len);
         int rc = tg_wire_end(&e, g->cfg.lz4_min);
+        if (rc == 0 && (e.p[3] & TG_BK_F_LZ4))
+            tg_counter_add(&g->stats.lz4_out, 1);
         if (rc == 0)
             rc = tg_conn_write(b->conn, e.p, e.len);
         tg_wire_enc_fini(&e);
@@ -293,6 +295,7 @@ static void frame(tg_backend_t *b, const tg_wire_head_t *h, const uint8_t *body)
     uint8_t *raw = NULL;
     size_t len = h->len;
     if (h->flags & TG_BK_F_LZ4) {
+        tg_counter_add(&g->stats.lz4_in, 1);
         int rc = tg_wire_inflate(body, h->len, g->cfg.max_frame, &raw, &len);
         if (rc != 0)
             return violation(b, rc == -ENOMEM ? "out of memory" : "an LZ4 body that does not "

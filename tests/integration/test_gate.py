@@ -470,3 +470,62 @@ def test_gate_dials_configured_backends_and_redials_when_they_drop(make_server):
     assert r.status == 200 and r.body == b"via dial again"
     assert r.header("x-backend") == "dialed-again"
     assert srv.stats()["gate"]["links_total"] == 2
+
+
+def test_full_queue_answers_503_with_retry_after(make_server):
+    """A route whose backends are all busy queues up to its limit, then
+    refuses at once with 503 and Retry-After."""
+    srv = make_server({"route.busy.http": "/busy/", "route.busy.queue": "5"})
+    b = Backend(srv, "busy", "one", capacity=1, workers=1, delay_ms=200).start()
+    results = run(post_many(srv, "/busy/x", 20))
+    ok = [r for r in results if r[1] == 200]
+    refused = [r for r in results if r[1] == 503]
+    assert len(ok) + len(refused) == 20
+    assert 6 <= len(ok) <= 7          # one in flight, five queued (and one freed meanwhile)
+    assert all(r[3]["Retry-After"] == "1" and json.loads(r[2])["error"] == "overloaded"
+               for r in refused)
+    assert srv.stats()["gate"]["overloaded"] == len(refused)
+    b.stop()
+
+
+def test_backend_kicks_a_connection(make_server):
+    srv = make_server()
+    Backend(srv, "door", "door", mode="kick").start()
+
+    async def scenario():
+        async with websockets.connect("ws://127.0.0.1:%d/ws" % srv.port) as ws:
+            await ws.send(json.dumps({"op": "call", "route": "door", "id": 1, "data": {}}))
+            m = json.loads(await ws.recv())
+            assert m["type"] == "reply" and m["id"] == 1
+            with pytest.raises(websockets.ConnectionClosed) as e:
+                await ws.recv()
+            return e.value
+
+    closed = run(scenario())
+    assert closed.rcvd.code == 4000
+    assert closed.rcvd.reason == "bye from door"
+    assert srv.stats()["closes"]["kicked"] == 1
+
+
+def test_c_backend_over_lz4_frames(make_server):
+    """The C library announces lz4: large JOB and REPLY bodies travel
+    compressed both ways and come out whole."""
+    srv = make_server()
+    c = CBackend(srv, "echo", ["--routes", "big", "--quiet"]).start()
+    wait_for(lambda: srv.stats()["gate"]["links"] == 1, 10 * srv.slow, what="the C backend")
+    body = (b"tidegate compresses this " * 4000)[:100000]
+    r = req(srv, "POST", "/api/big/x", body=body, headers={"Content-Type": "text/plain"})
+    assert r.status == 200 and r.body == body
+    assert r.header("content-type") == "text/plain"
+
+    async def call():
+        async with websockets.connect("ws://127.0.0.1:%d/ws" % srv.port) as ws:
+            data = {"text": "x" * 5000, "n": list(range(500))}
+            await ws.send(json.dumps({"op": "call", "route": "big", "id": 1, "data": data}))
+            m = json.loads(await ws.recv())
+            assert m == {"type": "reply", "id": 1, "status": 200, "data": data}
+
+    run(call())
+    st = srv.stats()["gate"]
+    assert st["lz4_out"] == 2 and st["lz4_in"] == 2   # both JOBs, both REPLYs
+    assert c.stop() == 0

@@ -58,7 +58,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tidegate_backend as tb  # noqa: E402
 
-MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id")
+MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick")
 
 
 def parse_args(argv):
@@ -130,6 +130,10 @@ def main(argv=None):
                          data=job.data if job.kind == "call" else None)
         if args.mode == "unknown-id":
             backend.send_raw(reply.encode(job.id + 1000000))
+            return tb.NO_REPLY
+        if args.mode == "kick":                 # answer, then show the caller out
+            backend.send_raw(reply.encode(job.id))
+            backend.kick(job.conn, "bye from %s" % name)
             return tb.NO_REPLY
         return reply
 
