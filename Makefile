@@ -128,7 +128,7 @@ run: deps
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-integration: $(BIN) $(BUILD)/tidegate-bench
+integration: build
 	TIDEGATE_BIN=$(abspath $(BIN)) $(PY) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
 fuzz-short: $(FUZZ_BIN)
