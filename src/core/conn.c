@@ -116,7 +116,7 @@ void tg_loop_each_conn(tg_loop_t *loop, void (*fn)(tg_conn_t *c, void *arg), voi
 static void update_interest(tg_conn_t *c)
 {
     uint32_t want = 0;
-    if (c->state == TG_CONN_OPEN ? !c->paused : !c->rd_eof)
+    if (c->state == TG_CONN_OPEN ? !c->rd_off : !c->rd_eof)
         want |= EPOLLIN;
     if (c->out.len > 0)
         want |= EPOLLOUT;
@@ -126,11 +126,7 @@ static void update_interest(tg_conn_t *c)
 
 void tg_conn_pause(tg_conn_t *c)
 {
-    if (c->paused)
-        return;
-    c->paused = true;
-    if (c->state == TG_CONN_OPEN)
-        update_interest(c);
+    c->paused = true; /* read interest stays until bytes come (on_io) */
 }
 
 void tg_conn_resume(tg_conn_t *c)
@@ -138,8 +134,11 @@ void tg_conn_resume(tg_conn_t *c)
     if (!c->paused)
         return;
     c->paused = false;
-    if (c->state == TG_CONN_OPEN)
-        update_interest(c);
+    if (c->rd_off) {
+        c->rd_off = false;
+        if (c->state == TG_CONN_OPEN)
+            update_interest(c);
+    }
 }
 
 void tg_conn_timer_arm(tg_conn_t *c, uint64_t after_ms)
@@ -336,7 +335,11 @@ static void on_io(tg_watch_t *w, uint32_t events)
         if (c->state == TG_CONN_CLOSED)
             return;
     }
-    if (events & EPOLLIN) {
+    bool hold = (events & EPOLLIN) && c->paused && c->state == TG_CONN_OPEN;
+    if (hold && !(events & (EPOLLERR | EPOLLHUP))) {
+        c->rd_off = true; /* bytes wait in the socket until tg_conn_resume */
+        update_interest(c);
+    } else if ((events & EPOLLIN) && !hold) {
         on_read(c);
         /* Answers to what was just read go out now, in one write: the chunk
          * they sit in goes straight back to the pool instead of piling up

@@ -83,6 +83,7 @@ struct tg_conn {
     uint8_t           state;   /* tg_conn_state_t */
     uint8_t           reason;  /* why it is closing */
     bool              paused;  /* reads stopped by the protocol */
+    bool              rd_off;  /* paused, and EPOLLIN taken out since data came meanwhile */
     bool              dirty;   /* on loop->dirty */
     bool              rd_eof;  /* the peer will send nothing more */
     uint32_t          flags;   /* free for the protocol */
@@ -112,7 +113,10 @@ static inline size_t tg_conn_pending(const tg_conn_t *c)
     return c->out.len;
 }
 
-/* Stops / restarts delivering bytes (flow control; a pipelining limit). */
+/* Stops / restarts delivering bytes (flow control; a pipelining limit).
+ * Lazily: read interest leaves the epoll set only if bytes arrive while
+ * paused, so a pause that ends before the peer sends again (a request
+ * waiting for its answer) costs no system call. */
 void tg_conn_pause(tg_conn_t *c);
 void tg_conn_resume(tg_conn_t *c);
 

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -717,6 +718,35 @@ static void paused_connection_reads_nothing_until_resumed(void **state)
     assert_memory_equal(f->data, "held", 4);
 }
 
+/* A pause costs no epoll_ctl until bytes come: a request waiting for its
+ * answer is paused and resumed with the peer silent, the common case. */
+static void pause_leaves_the_epoll_set_only_when_bytes_come(void **state)
+{
+    struct fixture *f = *state;
+    int peer;
+    tg_conn_t *c = adopt_pair(f, &f->loop, &peer);
+    assert_non_null(c);
+    assert_true(c->w.events & EPOLLIN);
+    tg_conn_pause(c);
+    tg_loop_run_once(&f->loop, 0);
+    assert_true(c->w.events & EPOLLIN); /* nothing came: interest untouched */
+    tg_conn_resume(c);
+    assert_true(c->w.events & EPOLLIN);
+
+    tg_conn_pause(c);
+    peer_write_all(peer, "later", 5);
+    tg_loop_run_once(&f->loop, WAIT_MS);
+    assert_int_equal(f->data_calls, 0);
+    assert_false(c->w.events & EPOLLIN); /* bytes came: now it leaves the set */
+    tg_loop_run_once(&f->loop, 0);      /* and is not woken for them again */
+    assert_int_equal(f->data_calls, 0);
+    tg_conn_resume(c);
+    assert_true(c->w.events & EPOLLIN);
+    tg_loop_run_once(&f->loop, WAIT_MS);
+    assert_int_equal(f->data_len, 5);
+    assert_memory_equal(f->data, "later", 5);
+}
+
 static void paused_connection_still_notices_the_peer_is_gone(void **state)
 {
     struct fixture *f = *state;
@@ -830,6 +860,8 @@ int main(void)
             close_after_flush_writes_then_lingers_until_the_peer_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(half_closed_peer_still_gets_its_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(paused_connection_reads_nothing_until_resumed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(pause_leaves_the_epoll_set_only_when_bytes_come, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(paused_connection_still_notices_the_peer_is_gone, setup,
                                         teardown),
