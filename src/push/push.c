@@ -20,7 +20,8 @@ typedef struct tg_chan { /* home side, owned by the home loop */
     const tg_chan_opts_t *opts;
     uint32_t              epoch;
     uint64_t              seq;       /* last assigned */
-    tg_msg_t            **ring;      /* history, opts->history_len slots */
+    tg_msg_t            **ring;      /* history: <cap> slots, grown up to opts->history_len */
+    uint32_t              cap;
     uint32_t              head;      /* oldest held */
     uint32_t              count;
     uint64_t             *listening; /* bit per loop with subscribers */
@@ -250,11 +251,9 @@ static tg_chan_t *chan_open(push_loop_t *pl, uint64_t h, const char *name, size_
         return NULL;
     c->listening = calloc((size_t)p->words, sizeof(uint64_t));
     c->subs = calloc((size_t)p->nloops, sizeof(atomic_uint));
-    c->ring = opts->history_len ? calloc(opts->history_len, sizeof(tg_msg_t *)) : NULL;
-    if (!c->listening || !c->subs || (opts->history_len && !c->ring)) {
+    if (!c->listening || !c->subs) {
         free(c->listening);
         free(c->subs);
-        free(c->ring);
         free(c);
         return NULL;
     }
@@ -282,7 +281,7 @@ static bool chan_listened(const tg_push_t *p, const tg_chan_t *c)
 static void chan_free(tg_chan_t *c)
 {
     for (uint32_t i = 0; i < c->count; i++)
-        tg_msg_unref(c->ring[(c->head + i) % c->opts->history_len]);
+        tg_msg_unref(c->ring[(c->head + i) % c->cap]);
     free(c->ring);
     free(c->listening);
     free(c->subs);
@@ -311,16 +310,38 @@ static void chan_expire(push_loop_t *pl, tg_chan_t *c)
             break;
         tg_msg_unref(m);
         c->ring[c->head] = NULL;
-        c->head = (c->head + 1) % c->opts->history_len;
+        c->head = (c->head + 1) % c->cap;
         c->count--;
     }
 }
 
+/* Doubles <c>'s ring (from 4 slots, up to history_len), oldest first at 0:
+ * a channel costs no history memory until it holds messages, and only as
+ * much as it holds. Returns false when memory is short (the ring stays). */
+static bool ring_grow(tg_chan_t *c)
+{
+    uint32_t want = c->cap ? c->cap * 2 : 4;
+    if (want > c->opts->history_len)
+        want = c->opts->history_len;
+    tg_msg_t **ring = malloc(want * sizeof(*ring));
+    if (!ring)
+        return false;
+    for (uint32_t i = 0; i < c->count; i++)
+        ring[i] = c->ring[(c->head + i) % c->cap];
+    free(c->ring);
+    c->ring = ring;
+    c->cap = want;
+    c->head = 0;
+    return true;
+}
+
 static void chan_append(tg_chan_t *c, tg_msg_t *m)
 {
-    uint32_t cap = c->opts->history_len;
-    if (!cap)
+    if (!c->opts->history_len)
         return;
+    if (c->count == c->cap && c->cap < c->opts->history_len && !ring_grow(c) && !c->cap)
+        return; /* no room and no memory: this message is not held (a resume gets a gap) */
+    uint32_t cap = c->cap;
     tg_msg_ref(m);
     if (c->count == cap) {
         tg_msg_unref(c->ring[c->head]);
@@ -404,7 +425,7 @@ static void on_hist_req(tg_mail_t *mail, void *arg)
                 if (r->backlog) {
                     uint32_t skip = c->count - n;
                     for (uint32_t i = 0; i < n; i++) {
-                        tg_msg_t *m = c->ring[(c->head + skip + i) % c->opts->history_len];
+                        tg_msg_t *m = c->ring[(c->head + skip + i) % c->cap];
                         tg_msg_ref(m);
                         r->backlog[i] = m;
                     }
@@ -552,7 +573,7 @@ static void answer_query(push_loop_t *pl, query_req_t *q)
         if (n && !q->msgs)
             n = 0; /* answers what it can: the counts, no messages */
         for (uint32_t i = 0; i < n; i++) {
-            q->msgs[i] = c->ring[(c->head + skip + i) % c->opts->history_len];
+            q->msgs[i] = c->ring[(c->head + skip + i) % c->cap];
             tg_msg_ref(q->msgs[i]);
         }
         in->n = n;
