@@ -9,7 +9,7 @@ build=(gcc make pkg-config node-llhttp libssl-dev zlib1g-dev liblz4-dev libxxhas
        libc-ares-dev libhiredis-dev)
 test=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-websockets
       python3-aiohttp python3-redis redis-server curl procps chromium nodejs)
-bench=(wrk nginx redis-server gnuplot procps)
+bench=(wrk nginx libnginx-mod-nchan pushpin redis-server gnuplot procps python3 python3-websockets curl)
 
 want=("${build[@]}")
 case "${1:-build}" in
