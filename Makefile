@@ -75,8 +75,11 @@ $(LIB): $(OBJ) $(LLHTTP_O)
 $(BIN): $(BUILD)/src/app/main.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
 
-$(BUILD)/tidegate-bench: tools/tidegate-bench.c $(LIB)
-	$(CC) $(CFLAGS) $(WARN) $< $(LIB) $(LDFLAGS) $(LIBS) -o $@
+# The push load client (bench/README.md): main in tools/tidegate-bench.c, the rest in
+# tools/bench/; net/ws.h from the library.
+BENCH_OBJ := $(patsubst %.c,$(BUILD)/%.o,tools/tidegate-bench.c $(sort $(wildcard tools/bench/*.c)))
+$(BUILD)/tidegate-bench: $(BENCH_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $(filter %.o %.a,$^) $(LIBS) -o $@
 
 # The HTTP echo server behind nginx in bench/gate.sh: tidegate's loop and HTTP layer.
 $(BUILD)/echo-http: tools/echo-http.c $(LIB)

@@ -117,7 +117,7 @@ static void update_interest(tg_conn_t *c)
 {
     uint32_t want = 0;
     if (c->state == TG_CONN_OPEN ? !c->rd_off : !c->rd_eof)
-        want |= EPOLLIN;
+        want |= EPOLLIN | EPOLLRDHUP; /* RDHUP: a paused connection still sees the peer leave */
     if (c->out.len > 0)
         want |= EPOLLOUT;
     if (want != c->w.events && tg_loop_rewatch(c->loop, &c->w, want) != 0)
@@ -336,7 +336,11 @@ static void on_io(tg_watch_t *w, uint32_t events)
             return;
     }
     bool hold = (events & EPOLLIN) && c->paused && c->state == TG_CONN_OPEN;
-    if (hold && !(events & (EPOLLERR | EPOLLHUP))) {
+    if (hold && (events & EPOLLRDHUP) && !(events & (EPOLLERR | EPOLLHUP))) {
+        /* The peer closed while its request waits (a long-poll): as on_read
+         * does at EOF, answer what is queued and close. */
+        tg_conn_close_after_flush(c, TG_CONN_EOF);
+    } else if (hold && !(events & (EPOLLERR | EPOLLHUP))) {
         c->rd_off = true; /* bytes wait in the socket until tg_conn_resume */
         update_interest(c);
     } else if ((events & EPOLLIN) && !hold) {

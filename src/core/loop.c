@@ -157,7 +157,7 @@ tg_conn_t *tg_loop_adopt(tg_loop_t *loop, int fd, const tg_proto_t *proto)
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     tg_counter_add(&loop->stats.live, 1);
-    if (tg_loop_watch(loop, &c->w, EPOLLIN) != 0) {
+    if (tg_loop_watch(loop, &c->w, EPOLLIN | EPOLLRDHUP) != 0) {
         tg_conn_close(c, TG_CONN_IOERR); /* no protocol yet: nothing to tell it */
         return NULL;
     }

@@ -747,6 +747,22 @@ static void pause_leaves_the_epoll_set_only_when_bytes_come(void **state)
     assert_memory_equal(f->data, "later", 5);
 }
 
+/* A long-poll's client that closes its side is noticed while its request
+ * waits: FIN alone (EPOLLIN | EPOLLRDHUP, no HUP) closes the connection. */
+static void paused_connection_notices_a_half_close(void **state)
+{
+    struct fixture *f = *state;
+    int peer;
+    tg_conn_t *c = adopt_pair(f, &f->loop, &peer);
+    assert_non_null(c);
+    tg_conn_pause(c);
+    assert_int_equal(shutdown(peer, SHUT_WR), 0);
+    tg_loop_run_once(&f->loop, WAIT_MS);
+    tg_loop_run_once(&f->loop, WAIT_MS);
+    assert_int_equal(f->closes, 1);
+    assert_int_equal(live(&f->loop), 0);
+}
+
 static void paused_connection_still_notices_the_peer_is_gone(void **state)
 {
     struct fixture *f = *state;
@@ -865,6 +881,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(paused_connection_still_notices_the_peer_is_gone, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(paused_connection_notices_a_half_close, setup, teardown),
         cmocka_unit_test_setup_teardown(refused_open_closes_the_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(adopting_an_unpollable_fd_fails_cleanly, setup, teardown),
         cmocka_unit_test_setup_teardown(connection_timer_calls_on_timer, setup, teardown),

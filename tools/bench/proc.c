@@ -1,0 +1,82 @@
+/* tools/bench/proc.c - a server's figures from /proc, summed over the --pid processes
+ * (nginx: the master and its workers): CPU time (utime + stime, every thread), VmRSS, Pss
+ * (smaps_rollup: shared pages counted once across the processes) and open descriptors. */
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+/* utime + stime of <pid> in microseconds; -1 when it is gone. */
+static long long cpu_us(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    unsigned long long ut, st;
+    /* After ")": state (field 3) ... utime (14), stime (15). */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    return (long long)((ut + st) * 1000000ull / (unsigned long long)(hz > 0 ? hz : 100));
+}
+
+/* The "<key>: N kB" line of <file> of <pid>; -1 when absent. */
+static long long kb_field(int pid, const char *file, const char *key)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/%s", pid, file);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long long v = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+            sscanf(line + kl + 1, "%lld", &v);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+static int fd_count(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+void proc_snap(procsnap_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->ok = B.npids > 0;
+    for (int k = 0; k < B.npids; k++) {
+        long long c = cpu_us(B.pids[k]), r = kb_field(B.pids[k], "status", "VmRSS"),
+                  p = kb_field(B.pids[k], "smaps_rollup", "Pss");
+        int f = fd_count(B.pids[k]);
+        if (c < 0 || r < 0 || f < 0) {
+            s->ok = false;
+            continue;
+        }
+        s->cpu_us += (uint64_t)c;
+        s->rss_kb += (uint64_t)r;
+        s->pss_kb += p > 0 ? (uint64_t)p : 0;
+        s->fds += f;
+    }
+}
