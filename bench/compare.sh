@@ -58,8 +58,10 @@ start_server() {
   local port; port=$(free_port)
   case $1 in
     tidegate)
-      "$TIDEGATE" --listen "127.0.0.1:$port" --backend-listen '' --io-threads "$WORKERS" \
-        --log-level warn &
+      # TIDEGATE_CONF: extra config lines, e.g. TIDEGATE_CONF='push.coalesce = 20ms'
+      printf '%s\n' "${TIDEGATE_CONF:-}" >"$WORK/tidegate.conf"
+      "$TIDEGATE" --config "$WORK/tidegate.conf" --listen "127.0.0.1:$port" --backend-listen '' \
+        --io-threads "$WORKERS" --log-level warn &
       TG_PID=$!
       for _ in $(seq 100); do
         curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
@@ -121,7 +123,8 @@ scenario() {
       done ;;
     base)
       run base "1000x100" --transport ws --sub-url "$SUB_WS" --pub-url "$PUB_URL" \
-        --pub-format "$PUB_FORMAT" --channel base --subs 1000 --rate 100 --count 2000 ;;
+        --pub-format "$PUB_FORMAT" --channel base --subs 1000 --rate 100 --count 2000 \
+        --connect-rate 500 ;;
     fanout-ws|fanout-sse)
       local t=${s#fanout-}
       run "$s" "10000x100" --transport "$t" --sub-url "$(sub_url "$t")" --pub-url "$PUB_URL" \

@@ -54,6 +54,9 @@ const tg_config_key_t tg_config_keys[] = {
       "connected clients may publish with the pub command" },
     { "push.max_output", TG_CFG_SIZE, F(push_max_output), 4096, 1ull << 32, "1m",
       "output queued for one subscriber past which it is cut as a slow consumer" },
+    { "push.coalesce", TG_CFG_DURATION, F(push_coalesce_ms), 0, 1000, "0ms",
+      "hold a subscriber's messages this long so several share one write (less CPU, "
+      "more latency); 0ms = each goes out at once" },
     { "ws.max_message", TG_CFG_SIZE, F(ws_max_message), 125, 1ull << 30, "64k",
       "largest WebSocket message a client may send; larger closes with 1009" },
     { "ws.ping_interval", TG_CFG_DURATION, F(ws_ping_ms), 0, DAY_MS, "30s",

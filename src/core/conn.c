@@ -170,6 +170,7 @@ void tg_conn_close(tg_conn_t *c, int reason)
     if (c->dirty) {
         tg_link_remove(&c->link);
         c->dirty = false;
+        c->held = false;
     }
     /* close() also drops the fd from the epoll set: it is never dup'ed. */
     close(c->w.fd);
@@ -238,6 +239,11 @@ int tg_conn_write(tg_conn_t *c, const void *p, size_t n)
 {
     if (c->state != TG_CONN_OPEN)
         return -EPIPE;
+    if (c->held) { /* a reply: it goes now, with what was held */
+        tg_link_remove(&c->link);
+        c->held = false;
+        tg_list_push(&c->loop->dirty, &c->link);
+    }
     return queued(c, tg_buf_append(&c->out, &c->loop->chunks, p, n), n);
 }
 
@@ -245,7 +251,20 @@ int tg_conn_write_ref(tg_conn_t *c, tg_shared_t *s, size_t off, size_t len)
 {
     if (c->state != TG_CONN_OPEN)
         return -EPIPE;
-    return queued(c, tg_buf_append_ref(&c->out, &c->loop->chunks, s, off, len), len);
+    tg_loop_t *loop = c->loop;
+    if (loop->coalesce_ms && !c->dirty && len > 0 && !loop->stopping) {
+        /* Held, not dirty: the held timer sends it with what follows. */
+        int rc = tg_buf_append_ref(&c->out, &loop->chunks, s, off, len);
+        if (rc != 0)
+            return queued(c, rc, len);
+        c->dirty = true;
+        c->held = true;
+        tg_list_push(&loop->held, &c->link);
+        if (!tg_timer_armed(&loop->held_timer))
+            tg_timer_arm(&loop->wheel, &loop->held_timer, loop->coalesce_ms);
+        return 0;
+    }
+    return queued(c, tg_buf_append_ref(&c->out, &loop->chunks, s, off, len), len);
 }
 
 void tg_conn__flush(tg_conn_t *c)
@@ -351,6 +370,7 @@ static void on_io(tg_watch_t *w, uint32_t events)
         if (c->dirty) {
             tg_link_remove(&c->link);
             c->dirty = false;
+            c->held = false;
             tg_conn__flush(c);
         }
     } else if (events & (EPOLLERR | EPOLLHUP)) {

@@ -84,6 +84,7 @@ struct tg_conn {
     uint8_t           reason;  /* why it is closing */
     bool              paused;  /* reads stopped by the protocol */
     bool              rd_off;  /* paused, and EPOLLIN taken out since data came meanwhile */
+    bool              held;    /* on loop->held rather than loop->dirty (dirty is set too) */
     bool              dirty;   /* on loop->dirty */
     bool              rd_eof;  /* the peer will send nothing more */
     uint32_t          flags;   /* free for the protocol */
@@ -106,7 +107,10 @@ tg_conn_t *tg_conn_lookup(tg_loop_t *loop, tg_conn_id_t id);
  * closing the connection, or -EPIPE when it no longer takes output. */
 int tg_conn_write(tg_conn_t *c, const void *p, size_t n);
 /* Queues bytes [<off>, <off>+<len>) of <s> by reference (a broadcast frame):
- * no copy; the queue holds a reference until they are written. Same returns. */
+ * no copy; the queue holds a reference until they are written. Same returns.
+ * With loop->coalesce_ms set, the write waits up to that long so that the
+ * messages of that time share one system call (any other write, or a read
+ * on the connection, sends it at once). */
 int tg_conn_write_ref(tg_conn_t *c, tg_shared_t *s, size_t off, size_t len);
 static inline size_t tg_conn_pending(const tg_conn_t *c)
 {

@@ -40,6 +40,8 @@ static void on_mbox_io(tg_watch_t *w, uint32_t events)
     (void)!read(w->fd, &v, sizeof(v));
 }
 
+static void release_held(tg_timer_t *t);
+
 int tg_loop_init(tg_loop_t *loop, int id)
 {
     memset(loop, 0, sizeof(*loop));
@@ -53,6 +55,8 @@ int tg_loop_init(tg_loop_t *loop, int id)
     tg_pool_init(&loop->refs, sizeof(tg_chunk_t), REFS_KEPT);
     loop->chunks.refs = &loop->refs;
     tg_list_init(&loop->dirty);
+    tg_list_init(&loop->held);
+    tg_timer_init(&loop->held_timer, release_held);
     tg_list_init(&loop->closed);
     tg_list_init(&loop->slab.free);
     int err;
@@ -214,6 +218,8 @@ static void on_stop_mail(tg_mail_t *m, void *arg)
     tg_loop_t *loop = arg;
     loop->stop_deadline_ms = tg_clock_ms() + loop->stop_grace_ms;
     loop->stopping = true;
+    tg_timer_cancel(&loop->wheel, &loop->held_timer);
+    release_held(&loop->held_timer); /* what is held goes out now */
     if (loop->on_stop)
         loop->on_stop(loop);
     tg_loop_each_conn(loop, stop_one, NULL);
@@ -230,6 +236,18 @@ void tg_loop_stop(tg_loop_t *loop, uint32_t grace_ms)
 }
 
 /* ---- iteration ---- */
+
+/* The coalescing window is over: what was held is flushed with the dirty. */
+static void release_held(tg_timer_t *t)
+{
+    tg_loop_t *loop = tg_container_of(t, tg_loop_t, held_timer);
+    tg_link_t *l;
+    while ((l = tg_list_shift(&loop->held)) != NULL) {
+        tg_conn_t *c = tg_container_of(l, tg_conn_t, link);
+        c->held = false;
+        tg_list_push(&loop->dirty, &c->link);
+    }
+}
 
 static void flush_dirty(tg_loop_t *loop)
 {

@@ -73,6 +73,9 @@ struct tg_loop {
     char           *rbuf;      /* TG_READ_SIZE scratch for read() */
     tg_conn_slab_t  slab;
     tg_link_t       dirty;     /* connections with output to flush */
+    tg_link_t       held;      /* connections with broadcast output held for coalescing */
+    tg_timer_t      held_timer; /* flushes <held> coalesce_ms after the first hold */
+    uint32_t        coalesce_ms; /* 0: broadcast output goes out in its own iteration */
     tg_link_t       closed;    /* connections to free after this iteration */
     atomic_int      inbound;   /* sockets posted to this loop, not yet adopted */
     atomic_bool     stop_asked;

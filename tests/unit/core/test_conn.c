@@ -426,6 +426,41 @@ static void shared_frame_reaches_every_peer_without_copy(void **state)
     tg_shared_unref(frame);
 }
 
+/* push.coalesce: broadcast frames wait for the window and leave in one
+ * write; a reply sends what is held at once. */
+static void coalesced_broadcasts_leave_together(void **state)
+{
+    struct fixture *f = *state;
+    f->loop.coalesce_ms = 30;
+    int p1, p2;
+    tg_conn_t *a = adopt_pair(f, &f->loop, &p1);
+    tg_conn_t *b = adopt_pair(f, &f->loop, &p2);
+    assert_non_null(a);
+    assert_non_null(b);
+    tg_shared_t *frame = tg_shared_new(2);
+    assert_non_null(frame);
+    memcpy(frame->data, "m;", 2);
+    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
+    assert_int_equal(tg_conn_write_ref(b, frame, 0, 2), 0);
+    tg_loop_run_once(&f->loop, 0);
+    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0); /* a second message */
+    assert_int_equal(tg_conn_write_ref(b, frame, 0, 2), 0);
+    tg_loop_run_once(&f->loop, 0);
+    char buf[16];
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0); /* held */
+    assert_int_equal(peer_read(p2, buf, sizeof(buf)), 0);
+    assert_int_equal(tg_conn_write(b, "r;", 2), 0);          /* a reply: now */
+    tg_loop_run_once(&f->loop, 0);
+    assert_int_equal(peer_read(p2, buf, sizeof(buf)), 6);
+    assert_memory_equal(buf, "m;m;r;", 6);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0);
+    for (int i = 0; i < 20 && peer_read(p1, buf, sizeof(buf)) <= 0; i++)
+        tg_loop_run_once(&f->loop, WAIT_MS);                 /* the window ends */
+    assert_memory_equal(buf, "m;m;", 4);
+    assert_int_equal(f->loop.refs.taken, 0);
+    tg_shared_unref(frame);
+}
+
 static void written_bytes_reach_the_peer_after_one_iteration(void **state)
 {
     struct fixture *f = *state;
@@ -882,6 +917,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(paused_connection_still_notices_the_peer_is_gone, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(paused_connection_notices_a_half_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(coalesced_broadcasts_leave_together, setup, teardown),
         cmocka_unit_test_setup_teardown(refused_open_closes_the_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(adopting_an_unpollable_fd_fails_cleanly, setup, teardown),
         cmocka_unit_test_setup_teardown(connection_timer_calls_on_timer, setup, teardown),
