@@ -156,6 +156,7 @@ bench:
 	@$(MAKE) --no-print-directory VARIANT=release build
 	bash bench/http.sh
 	bash bench/gate.sh
+	bash bench/compare.sh
 
 format:
 	clang-format -i $$(find src tests fuzz tools bench -name '*.[ch]')

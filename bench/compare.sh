@@ -38,8 +38,8 @@ mkdir -p "$OUTDIR"
   echo "compare.sh: build first: make VARIANT=release build" >&2; exit 2; }
 
 WORK=$(mktemp -d /tmp/tgcmp.XXXXXX)
-RESULTS=$WORK/results
-: >"$RESULTS"
+RESULTS=$OUTDIR/compare.results   # kept: compare_table.py can be rerun on it
+[ -n "${APPEND:-}" ] || : >"$RESULTS"     # APPEND=1: add to an earlier run's results
 TG_PID=
 cleanup() {
   stop_server || true
@@ -72,9 +72,16 @@ start_server() {
       PIDS=$TG_PID
       ;;
     nchan|pushpin)
-      local dir=$WORK/$1 info
+      local dir=$WORK/$1 info try
       mkdir -p "$dir"
-      info=$(bash "bench/peers/$1.sh" start "$dir" "$port" "$WORKERS")
+      # A free port now may be taken by the time the peer binds it (or its
+      # neighbours, which Pushpin uses too): try a few.
+      for try in 1 2 3; do
+        info=$(bash "bench/peers/$1.sh" start "$dir" "$port" "$WORKERS") && break
+        info=
+        port=$(free_port)
+      done
+      [ -n "$info" ] || { echo "compare.sh: $1 did not start" >&2; return 1; }
       SUB_WS=$(awk '$1=="SUB_WS"{print $2}' <<<"$info")
       SUB_SSE=$(awk '$1=="SUB_SSE"{print $2}' <<<"$info")
       PUB_URL=$(awk '$1=="PUBLISH"{print $2}' <<<"$info")
@@ -116,10 +123,13 @@ scenario() {
   local s=$1 n
   case $s in
     idle-ws|idle-sse)
-      local t=${s#idle-}
+      local t=${s#idle-} first=1
       for n in $IDLE_N; do
+        # a fresh server for each count: memory freed by the last run would be reused
+        [ $first = 1 ] || { stop_server; start_server "$srv"; }
+        first=0
         run "$s" "n=$n" --transport "$t" --sub-url "$(sub_url "$t")" --pub-url "$PUB_URL" \
-          --pub-format "$PUB_FORMAT" --channel idle --subs "$n" --idle 5 --connect-rate 5000
+          --pub-format "$PUB_FORMAT" --channel idle --subs "$n" --idle 5 --connect-rate 1000
       done ;;
     base)
       run base "1000x100" --transport ws --sub-url "$SUB_WS" --pub-url "$PUB_URL" \
@@ -129,7 +139,7 @@ scenario() {
       local t=${s#fanout-}
       run "$s" "10000x100" --transport "$t" --sub-url "$(sub_url "$t")" --pub-url "$PUB_URL" \
         --pub-format "$PUB_FORMAT" --channel fan --subs 10000 --rate 100 --count 2000 \
-        --connect-rate 5000 ;;
+        --connect-rate 1000 ;;
     burst)
       run burst "1000xmax" --transport ws --sub-url "$SUB_WS" --pub-url "$PUB_URL" \
         --pub-format "$PUB_FORMAT" --channel burst --subs 1000 --rate 0 --duration 10 \
@@ -137,7 +147,7 @@ scenario() {
     channels)
       run channels "10000ch" --transport ws --sub-url "$SUB_WS" --pub-url "$PUB_URL" \
         --pub-format "$PUB_FORMAT" --channel ch --channels 10000 --subs 10000 --rate 5000 \
-        --count 50000 --pub-random --connect-rate 5000 ;;
+        --count 50000 --pub-random --connect-rate 1000 ;;
     churn)
       run churn "500/s" --transport ws --sub-url "$SUB_WS" --pub-url "$PUB_URL" \
         --pub-format "$PUB_FORMAT" --channel churn --subs 2000 --rate 100 --count 3000 \
@@ -148,8 +158,12 @@ scenario() {
 for srv in $SERVERS; do
   echo "== $srv"
   for s in $SCENARIOS; do
-    start_server "$srv"          # a fresh server per scenario: memory figures start clean
-    scenario "$s"
+    # a fresh server per scenario: memory figures start clean
+    if start_server "$srv"; then
+      scenario "$s"
+    else
+      echo "$srv $s - failed=1" >>"$RESULTS"
+    fi
     stop_server
   done
 done
