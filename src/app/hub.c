@@ -197,8 +197,8 @@ int tg_apphub_bind_user(tg_apphub_t *h, tg_session_t *s, tg_str_t user)
     char ch[TG_CHAN_NAME_MAX + 1];
     size_t n = user.len && user.len <= TG_USER_MAX ? tg_apphub_user_channel(user, ch, sizeof(ch))
                                                    : 0;
-    if (!n || memchr(user.p, '\0', user.len))
-        return -EINVAL;
+    if (!n || !tg_chan_name_valid(user.p, user.len))
+        return -EINVAL; /* user ids: the characters of channel names, never escaped anywhere */
     hub_sub_t *old = user_sub(s);
     if (old)
         drop_sub(h, old); /* a new login replaces the old one */

@@ -121,9 +121,10 @@ void tg_stats_json(const tg_server_t *s, const tg_chan_count_t *top, int ntop, t
                    (unsigned long long)ps[2], (unsigned long long)ps[3],
                    (unsigned long long)ps[4], (unsigned long long)ps[5]);
     tg_sbuf_printf(b, ",\"busiest_channels\":[");
-    for (int i = 0; i < ntop; i++)
-        tg_sbuf_printf(b, "%s{\"ch\":\"%s\",\"subscribers\":%llu}", i ? "," : "", top[i].name,
-                       (unsigned long long)top[i].subscribers);
+    for (int i = 0, n = 0; i < ntop; i++)
+        if (top[i].name[0] != '~') /* internal channels (users) are nobody's business here */
+            tg_sbuf_printf(b, "%s{\"ch\":\"%s\",\"subscribers\":%llu}", n++ ? "," : "",
+                           top[i].name, (unsigned long long)top[i].subscribers);
     tg_sbuf_printf(b, "]}");
     if (s->gate) {
         tg_sbuf_printf(b, ",\"gate\":{");
@@ -195,8 +196,9 @@ void tg_stats_prometheus(const tg_server_t *s, const tg_chan_count_t *top, int n
     family(b, "tidegate_channel_subscribers", "gauge",
            "Subscribers of the busiest channels (at most 20, most first).");
     for (int i = 0; i < ntop; i++)
-        tg_sbuf_printf(b, "tidegate_channel_subscribers{channel=\"%s\"} %llu\n", top[i].name,
-                       (unsigned long long)top[i].subscribers);
+        if (top[i].name[0] != '~')
+            tg_sbuf_printf(b, "tidegate_channel_subscribers{channel=\"%s\"} %llu\n", top[i].name,
+                           (unsigned long long)top[i].subscribers);
     for (size_t i = 0; s->gate && i < TG_ARRAY_LEN(gate_figures); i++) {
         char name[64];
         snprintf(name, sizeof(name), "tidegate_gate_%s%s", gate_figures[i].name,
