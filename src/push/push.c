@@ -437,7 +437,10 @@ static void on_hist_req(tg_mail_t *mail, void *arg)
         }
     }
     r->mail.cb = on_answer;
-    if (closing(pl->push)) {
+    /* On its own loop the answer goes at once: publishes here deliver without
+     * mail, and one queued before the answer would be in neither the backlog
+     * nor the deliveries. */
+    if (closing(pl->push) || r->origin == pl) {
         on_answer(&r->mail, r->origin->loop);
         return;
     }

@@ -326,6 +326,52 @@ static void subscriber_leaving_in_its_callback_is_safe(void **state)
     assert_int_equal(st[5], 0);
 }
 
+/* The loop where a publish to <ch> completes at once: the channel's home. */
+static int home_loop(struct fixture *f, const char *ch)
+{
+    for (int i = 0; i < LOOPS; i++) {
+        int before = f->pubs_done;
+        publish(f, i, ch);
+        bool sync = f->pubs_done == before + 1;
+        pump(f);
+        if (sync)
+            return i;
+    }
+    fail_msg("no loop is home to %s", ch);
+    return -1;
+}
+
+/* A resume on the channel's home loop, with a publish from another loop queued
+ * behind the question: the answer must not skip what was published between
+ * the question and the answer (whether the loop had joined or not). */
+static void resume_on_the_home_loop_misses_nothing_published_meanwhile(void **state)
+{
+    struct fixture *f = *state;
+    static struct fsub live, joined, first;
+    int home = home_loop(f, "race");
+    int other = (home + 1) % LOOPS;
+    tg_pos_t from = f->last_pub;
+
+    subscribe(f, home, &first, "race", &from); /* the loop's first subscription */
+    publish(f, other, "race");
+    pump(f);
+    assert_false(first.gap);
+    assert_run(&first, from.seq + 1, from.seq + 1);
+
+    subscribe(f, home, &live, "race", NULL);
+    pump(f);
+    from = f->last_pub;
+    subscribe(f, home, &joined, "race", &from); /* the loop has live subscribers */
+    publish(f, other, "race");
+    pump(f);
+    assert_false(joined.gap);
+    assert_run(&joined, from.seq + 1, from.seq + 1);
+    assert_run(&first, from.seq, from.seq + 1);
+    tg_push_unsubscribe(f->push, &first.sub);
+    tg_push_unsubscribe(f->push, &joined.sub);
+    tg_push_unsubscribe(f->push, &live.sub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +380,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(resume_gets_exactly_the_missed_messages, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(resume_past_the_history_is_a_gap, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            resume_on_the_home_loop_misses_nothing_published_meanwhile, setup, teardown),
         cmocka_unit_test_setup_teardown(latest_mode_holds_only_the_newest_for_a_slow_subscriber,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(unsubscribe_before_the_answer_gets_no_callback, setup,
