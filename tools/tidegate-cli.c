@@ -1,5 +1,5 @@
 /* tools/tidegate-cli.c - tidegate-cli: publish, subscribe, call routes and read /stats as a
- * client, JSON in and out (docs/cli.md). For people writing a
+ * client, or stand in for a backend, JSON in and out (docs/cli.md). For people writing a
  * backend before its clients exist, or a client before its backend does.
  *
  *   tidegate-cli [common options] SUBCOMMAND [arguments and options]
@@ -26,6 +26,7 @@ static const subcommand_t subcommands[] = {
     { "sub", cli_sub, "sub CHANNEL             subscribe; prints each message as a JSON line" },
     { "call", cli_call, "call ROUTE JSON         call a backend route as a client; prints the reply" },
     { "stats", cli_stats, "stats                   print GET /stats" },
+    { "backend", cli_backend, "backend --route NAME    act as a backend: print jobs, answer them" },
 };
 
 static void usage(FILE *f)

@@ -9,7 +9,8 @@
  *   util.c     messages, exit codes, numbers, deadlines, JSON arguments, JSON printing
  *   net.c      addresses (numeric or localhost), dialling, buffered reads, one HTTP exchange
  *   client.c   a client session over WebSocket or TCP frames: send a command, receive messages
- *   pub.c sub.c call.c stats.c   the subcommands */
+ *   exec.c     backend --exec: a shell command with bounded time and output
+ *   pub.c sub.c call.c stats.c backend.c   the subcommands */
 #ifndef TG_TOOLS_CLI_H
 #define TG_TOOLS_CLI_H
 
@@ -190,10 +191,32 @@ int cli_client_recv(cli_client_t *cl, int64_t deadline, const char **p, size_t *
 /* Closes (WebSocket: a close frame first, best effort) and frees. */
 void cli_client_close(cli_client_t *cl);
 
+/* ---- exec.c ---- */
+
+typedef struct cli_exec_limits {
+    size_t out_max; /* stdout kept at most; more ends the command (out_over) */
+    size_t err_max; /* stderr kept at most; more is read and dropped */
+} cli_exec_limits_t;
+
+typedef struct cli_exec_result {
+    tg_sbuf_t out, err; /* what the command wrote (bounded); cli_exec_free releases */
+    int       status;   /* waitpid status, when neither flag below is set */
+    bool      timed_out; /* killed at the timeout (its process group) */
+    bool      out_over;  /* killed for writing more than out_max */
+} cli_exec_result_t;
+
+/* Runs <cmd> with /bin/sh -c in its own process group, <in>/<inlen> on its stdin, for at
+ * most <timeout_ms> (then SIGKILL to the group). Returns 0 with <res> filled (free it), or a
+ * negative errno when it could not run (pipes, fork). */
+int  cli_exec(const char *cmd, const char *in, size_t inlen, int64_t timeout_ms,
+              const cli_exec_limits_t *lim, cli_exec_result_t *res);
+void cli_exec_free(cli_exec_result_t *res);
+
 /* ---- the subcommands: each returns its exit code ---- */
 int cli_pub(cli_t *c, int argc, char **argv);
 int cli_sub(cli_t *c, int argc, char **argv);
 int cli_call(cli_t *c, int argc, char **argv);
 int cli_stats(cli_t *c, int argc, char **argv);
+int cli_backend(cli_t *c, int argc, char **argv);
 
 #endif
