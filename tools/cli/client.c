@@ -103,7 +103,8 @@ static int ws_open(cli_client_t *cl, const cli_addr_t *a, int64_t deadline)
 
     int rc = cli_conn_write(&cl->conn, req.p, req.len, deadline);
     const char *end = NULL;
-    while (rc == 0 && !(end = memmem(cl->conn.in, cl->conn.len, "\r\n\r\n", 4))) {
+    while (rc == 0 &&
+           !(cl->conn.len && (end = memmem(cl->conn.in, cl->conn.len, "\r\n\r\n", 4)))) {
         ssize_t got = cli_conn_fill(&cl->conn, deadline);
         rc = got > 0 ? 0 : (int)got;
         if (cl->conn.len > HEAD_MAX) {

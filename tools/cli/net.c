@@ -198,7 +198,7 @@ void cli_url_escape(tg_sbuf_t *b, const char *s)
 /* The end of the head in <p>/<n> (past its blank line), or 0 when it is not complete. */
 static size_t head_end(const char *p, size_t n)
 {
-    const char *e = memmem(p, n, "\r\n\r\n", 4);
+    const char *e = n ? memmem(p, n, "\r\n\r\n", 4) : NULL;
     return e ? (size_t)(e - p) + 4 : 0;
 }
 
