@@ -24,7 +24,7 @@ typedef struct subcommand {
 static const subcommand_t subcommands[] = {
     { "pub", cli_pub, "pub CHANNEL JSON        publish (POST /pub/CHANNEL); prints the position" },
     { "sub", cli_sub, "sub CHANNEL             subscribe; prints each message as a JSON line" },
-    { "call", cli_call, "call ROUTE JSON         call a backend route as a client; prints the reply" },
+    { "call", cli_call, "call ROUTE JSON         call a route as a client; prints the reply" },
     { "stats", cli_stats, "stats                   print GET /stats" },
     { "backend", cli_backend, "backend --route NAME    act as a backend: print jobs, answer them" },
 };

@@ -258,7 +258,8 @@ def test_call_through_an_exec_backend(make_server):
 
 def test_exec_failure_is_an_error_reply_with_its_stderr(make_server):
     srv = make_server()
-    start_backend(srv, "--route", "broken", "--exec", "cat >/dev/null; echo 'no such order' >&2; exit 3")
+    start_backend(srv, "--route", "broken", "--exec",
+                  "cat >/dev/null; echo 'no such order' >&2; exit 3")
     run = cli(srv, "call", "broken", "{}")
     assert run.returncode == 1
     err = json.loads(run.stdout)

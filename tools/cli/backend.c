@@ -81,98 +81,96 @@ static void on_signal(int sig)
 
 /* ---- the job as JSON ---- */
 
-static bool key_is(const tgb_pair_t *p, const char *k)
+/* Where a pair of a job goes in its JSON line. */
+typedef enum pair_place { AS_STRING, AS_NUMBER, AS_BODY, AS_DATA, AS_HEADER, AS_OTHER } place_t;
+
+static place_t place_of(const tgb_pair_t *p)
 {
-    return strcmp(p->key, k) == 0;
+    static const char *const strings[] = { "route", "kind", "user", "key", "method", "path",
+                                           "query", NULL };
+    static const char *const numbers[] = { "attempt", "deadline_ms", "conn", NULL };
+    for (int k = 0; strings[k]; k++)
+        if (strcmp(p->key, strings[k]) == 0)
+            return tg_utf8_valid((const uint8_t *)p->val, p->vlen) ? AS_STRING : AS_OTHER;
+    for (int k = 0; numbers[k]; k++)
+        if (strcmp(p->key, numbers[k]) == 0) {
+            bool decimal = p->vlen > 0 && p->vlen <= 20 &&
+                           strspn(p->val, "0123456789") == p->vlen &&
+                           (p->vlen == 1 || p->val[0] != '0');
+            return decimal ? AS_NUMBER : AS_OTHER;
+        }
+    if (strcmp(p->key, "body") == 0)
+        return AS_BODY;
+    if (strcmp(p->key, "data") == 0)
+        return tg_json_valid(p->val, p->vlen) ? AS_DATA : AS_OTHER;
+    if (strncmp(p->key, "h:", 2) == 0 && p->klen > 2)
+        return AS_HEADER;
+    return AS_OTHER;
 }
 
-static bool is_decimal(const char *s, size_t n)
+/* Appends ["<key>",<value>] (each a string, base64 when not UTF-8), after a comma unless
+ * <first>. */
+static void put_pair(tg_sbuf_t *b, bool first, const char *k, size_t kl, const char *v,
+                     size_t vl)
 {
-    return n > 0 && n <= 20 && strspn(s, "0123456789") == n && (n == 1 || s[0] != '0');
-}
-
-static void put_key(tg_sbuf_t *b, const char *k)
-{
-    tg_sbuf_printf(b, ",\"%s\":", k);
+    tg_sbuf_put(b, first ? "[" : ",[", first ? 1 : 2);
+    cli_json_string(b, k, kl);
+    tg_sbuf_put(b, ",", 1);
+    cli_json_string(b, v, vl);
+    tg_sbuf_put(b, "]", 1);
 }
 
 /* Appends the job as one JSON object. Known pairs become members; request headers an array
  * of [name, value] (names repeat); anything else goes under "pairs". */
 static void job_json(const tgb_job_t *job, tg_sbuf_t *b)
 {
-    static const char *const strings[] = { "route", "kind", "user", "key", "method", "path",
-                                           "query", NULL };
-    static const char *const numbers[] = { "attempt", "deadline_ms", "conn", NULL };
     size_t np = tgb_job_npairs(job), nheaders = 0, nother = 0;
     tg_sbuf_printf(b, "{\"id\":%llu", (unsigned long long)tgb_job_id(job));
-
     for (size_t i = 0; i < np; i++) {
         const tgb_pair_t *p = tgb_job_pair(job, i);
-        bool text = tg_utf8_valid((const uint8_t *)p->val, p->vlen);
-        bool done = false;
-        for (int k = 0; strings[k] && !done; k++) {
-            if (key_is(p, strings[k]) && text) {
-                put_key(b, p->key);
-                cli_json_string(b, p->val, p->vlen);
-                done = true;
-            }
-        }
-        for (int k = 0; numbers[k] && !done; k++) {
-            if (key_is(p, numbers[k]) && is_decimal(p->val, p->vlen)) {
-                put_key(b, p->key);
-                tg_sbuf_put(b, p->val, p->vlen);
-                done = true;
-            }
-        }
-        if (done)
-            continue;
-        if (key_is(p, "body")) {
-            put_key(b, text ? "body" : "body_base64");
+        switch (place_of(p)) {
+        case AS_STRING:
+            tg_sbuf_printf(b, ",\"%s\":", p->key);
             cli_json_string(b, p->val, p->vlen);
-        } else if (key_is(p, "data") && tg_json_valid(p->val, p->vlen)) {
-            put_key(b, "data");
+            break;
+        case AS_NUMBER:
+            tg_sbuf_printf(b, ",\"%s\":%s", p->key, p->val);
+            break;
+        case AS_BODY:
+            tg_sbuf_printf(b, ",\"%s\":", tg_utf8_valid((const uint8_t *)p->val, p->vlen)
+                                              ? "body"
+                                              : "body_base64");
+            cli_json_string(b, p->val, p->vlen);
+            break;
+        case AS_DATA:
+            tg_sbuf_put(b, ",\"data\":", 8);
             cli_json_format(b, p->val, p->vlen, 0);
-        } else if (strncmp(p->key, "h:", 2) == 0 && p->klen > 2) {
+            break;
+        case AS_HEADER:
             nheaders++;
-        } else {
+            break;
+        case AS_OTHER:
             nother++;
+            break;
         }
     }
-
     if (nheaders) {
         size_t pos = 0;
         tgb_pair_t h;
         tg_sbuf_put(b, ",\"headers\":[", 12);
-        for (bool first = true; tgb_job_header(job, &pos, &h); first = false) {
-            tg_sbuf_put(b, first ? "[" : ",[", first ? 1 : 2);
-            cli_json_string(b, h.key, h.klen);
-            tg_sbuf_put(b, ",", 1);
-            cli_json_string(b, h.val, h.vlen); /* base64 when not UTF-8 */
-            tg_sbuf_put(b, "]", 1);
-        }
+        for (bool first = true; tgb_job_header(job, &pos, &h); first = false)
+            put_pair(b, first, h.key, h.klen, h.val, h.vlen);
         tg_sbuf_put(b, "]", 1);
     }
     if (nother) {
-        /* The same tests as above pick the pairs that were not shown. */
         bool first = true;
         tg_sbuf_put(b, ",\"pairs\":[", 10);
         for (size_t i = 0; i < np; i++) {
             const tgb_pair_t *p = tgb_job_pair(job, i);
-            bool text = tg_utf8_valid((const uint8_t *)p->val, p->vlen);
-            bool shown = key_is(p, "body") || (key_is(p, "data") && tg_json_valid(p->val, p->vlen)) ||
-                         (strncmp(p->key, "h:", 2) == 0 && p->klen > 2);
-            for (int k = 0; strings[k] && !shown; k++)
-                shown = key_is(p, strings[k]) && text;
-            for (int k = 0; numbers[k] && !shown; k++)
-                shown = key_is(p, numbers[k]) && is_decimal(p->val, p->vlen);
-            if (shown)
-                continue;
-            tg_sbuf_put(b, first ? "[" : ",[", first ? 1 : 2);
-            first = false;
-            cli_json_string(b, p->key, p->klen);
-            tg_sbuf_put(b, ",", 1);
-            cli_json_string(b, p->val, p->vlen);
-            tg_sbuf_put(b, "]", 1);
+            if (place_of(p) == AS_OTHER) {
+                put_pair(b, first, p->key, p->klen, p->val, p->vlen);
+                first = false;
+            }
         }
         tg_sbuf_put(b, "]", 1);
     }

@@ -12,12 +12,13 @@ static const char help[] =
     "usage: tidegate-cli sub CHANNEL [--from POS] [--count N] [--timeout S]\n"
     "                              [--transport ws|frames]\n"
     "Subscribes to CHANNEL and prints what the server sends, one JSON message a line:\n"
-    "the {\"type\":\"sub\",...} answer, then {\"type\":\"msg\",...} messages (and \"gap\" notices),\n"
-    "as docs/protocol.md describes them. Ends on Ctrl-C or SIGTERM (exit 0).\n"
+    "the {\"type\":\"sub\",...} answer, then {\"type\":\"msg\",...} messages (and \"gap\"\n"
+    "notices), as docs/protocol.md describes them. Ends on Ctrl-C or SIGTERM (exit 0).\n"
     "  --from POS      resume after position EPOCH:SEQ\n"
     "  --count N       stop after N messages of type msg\n"
     "  --timeout S     stop after S seconds (exit 3 if --count was not reached)\n"
-    "  --transport T   ws (GET /ws on --server, the default) or frames (--frames)\n" CLI_COMMON_HELP;
+    "  --transport T   ws (GET /ws on --server, the default) or frames (--frames)\n"
+    CLI_COMMON_HELP;
 
 typedef struct sub_opts {
     const char     *ch, *from;
