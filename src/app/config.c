@@ -297,9 +297,23 @@ static int set_route(tg_config_t *cfg, const char *key, const char *value, char 
             return refuse(err, cap, "'%s': %s", key, msg);
         r->r.queue_max = tmp.gate_queue;
         r->set |= TG_RSET_QUEUE;
+    } else if (strcmp(field, "mode") == 0) {
+        if (tg_route_parse_mode(value, &r->r.mode) != 0)
+            return refuse(err, cap, "'%s' expects single or scatter, not '%s'", key, value);
+    } else if (strcmp(field, "split") == 0) {
+        char *end;
+        unsigned long n = strtoul(value, &end, 10);
+        if (!*value || *end || n > TG_SCATTER_PARTS_MAX)
+            return refuse(err, cap, "'%s' expects a number of parts from 0 to 64, not '%s'", key,
+                          value);
+        r->r.split = (uint16_t)n;
+    } else if (strcmp(field, "reduce") == 0) {
+        if (tg_route_parse_reduce(value, &r->r) != 0)
+            return refuse(err, cap, "'%s' expects concat, merge or a reducer route's name, not "
+                                    "'%s'", key, value);
     } else {
         return refuse(err, cap, "'%s': unknown route field (http, call, policy, key, deadline, "
-                                "window, queue)%s", key, "");
+                                "window, queue, mode, split, reduce)%s", key, "");
     }
     return 0;
 }

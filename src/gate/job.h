@@ -37,6 +37,7 @@ typedef enum tg_job_state {
 struct gate_route;
 struct tg_backend;
 struct gate_key;
+struct tg_gather;
 
 typedef struct tg_job {
     tg_mail_t          mail;     /* client loop -> gate loop */
@@ -51,6 +52,9 @@ typedef struct tg_job {
     struct gate_route *route;    /* gate loop */
     struct tg_backend *backend;  /* while SENT or ORPHAN */
     struct gate_key   *key;      /* while holding or waiting for a key */
+    struct tg_gather  *gather;   /* a scatter's part: its answer goes there, not to a client */
+    struct tg_backend *pin;      /* a scatter's part for every backend: its own, while it has room */
+    uint16_t           part;     /* a scatter's part: which */
     uint16_t           attempt;
     uint8_t            state;    /* tg_job_state_t */
     uint8_t            kind;     /* tg_job_kind_t */

@@ -20,6 +20,12 @@ Modes (--mode):
     unknown-id  replies (as echo would) to job ID+1000000 instead of ID, and
                 never to ID itself
 
+    parts       for scatter routes: a part whose body is a JSON array of
+                numbers gets them doubled; with no body, [NAME]; on path
+                /object, {NAME: PART}; a reducer's job (parts but no
+                part) gets {"parts": N, "missing": [...], "sum": the sum
+                of the numbers in every part's array}
+
 In garbage and oversize modes the process does not reconnect: it exits 0 once
 the gate has closed the link (tests can wait for the exit).
 
@@ -58,7 +64,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tidegate_backend as tb  # noqa: E402
 
-MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick")
+MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick", "parts")
 
 
 def parse_args(argv):
@@ -123,6 +129,8 @@ def main(argv=None):
             time.sleep(delay)
         if args.mode == "error":
             raise tb.JobError("test_error", "mode error (%s)" % name, status=502)
+        if args.mode == "parts":
+            return parts_reply(job)
         reply = tb.Reply(status=200,
                          headers=[("x-backend", name), ("x-job", str(job.id)),
                                   ("x-attempt", str(job.attempt))],
@@ -136,6 +144,21 @@ def main(argv=None):
             backend.kick(job.conn, "bye from %s" % name)
             return tb.NO_REPLY
         return reply
+
+    def parts_reply(job):
+        if job.parts is not None and job.part is None:      # a reducer's job
+            out = {"parts": job.parts, "missing": job.missing,
+                   "sum": sum(sum(json.loads(v)) for v in job.part_replies.values())}
+        elif job.path == "/object":
+            out = {name: job.part}
+        else:
+            text = job.body if job.kind == "http" else (job.data_text or "").encode()
+            got = json.loads(text) if text else None
+            out = [x * 2 for x in got] if isinstance(got, list) else [name]
+        if job.kind == "call":
+            return tb.Reply(status=200, data=out)
+        return tb.Reply(status=200, headers=[("content-type", "application/json")],
+                        body=json.dumps(out).encode())
 
     backend = tb.Backend(args.routes, name=name, capacity=args.capacity, connect=args.connect,
                          workers=args.workers, on_done=on_done, on_connect=on_connect,
