@@ -19,6 +19,9 @@ Modes (--mode):
                 1 GiB body (a PUSH, id 0) and nothing more
     unknown-id  replies (as echo would) to job ID+1000000 instead of ID, and
                 never to ID itself
+    mirror      status 200, body = the request body, and each request header
+                "X-Reply-NAME: VALUE" becomes the reply header "NAME: VALUE"
+                (content-type, content-encoding, cache-control, ...)
 
 In garbage and oversize modes the process does not reconnect: it exits 0 once
 the gate has closed the link (tests can wait for the exit).
@@ -58,7 +61,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tidegate_backend as tb  # noqa: E402
 
-MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick")
+MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick", "mirror")
 
 
 def parse_args(argv):
@@ -123,6 +126,10 @@ def main(argv=None):
             time.sleep(delay)
         if args.mode == "error":
             raise tb.JobError("test_error", "mode error (%s)" % name, status=502)
+        if args.mode == "mirror":
+            return tb.Reply(status=200, body=job.body,
+                            headers=[(k[len("x-reply-"):], v) for k, v in job.headers
+                                     if k.lower().startswith("x-reply-")])
         reply = tb.Reply(status=200,
                          headers=[("x-backend", name), ("x-job", str(job.id)),
                                   ("x-attempt", str(job.attempt))],
