@@ -19,6 +19,9 @@ Modes (--mode):
                 1 GiB body (a PUSH, id 0) and nothing more
     unknown-id  replies (as echo would) to job ID+1000000 instead of ID, and
                 never to ID itself
+    mirror      status 200, body = the request body, and each request header
+                "X-Reply-NAME: VALUE" becomes the reply header "NAME: VALUE"
+                (content-type, content-encoding, cache-control, ...)
 
     parts       for scatter routes: a part whose body is a JSON array of
                 numbers gets them doubled; with no body, [NAME]; on path
@@ -64,7 +67,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tidegate_backend as tb  # noqa: E402
 
-MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick", "parts")
+MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick", "mirror",
+         "parts")
 
 
 def parse_args(argv):
@@ -131,6 +135,10 @@ def main(argv=None):
             raise tb.JobError("test_error", "mode error (%s)" % name, status=502)
         if args.mode == "parts":
             return parts_reply(job)
+        if args.mode == "mirror":
+            return tb.Reply(status=200, body=job.body,
+                            headers=[(k[len("x-reply-"):], v) for k, v in job.headers
+                                     if k.lower().startswith("x-reply-")])
         reply = tb.Reply(status=200,
                          headers=[("x-backend", name), ("x-job", str(job.id)),
                                   ("x-attempt", str(job.attempt))],
