@@ -163,6 +163,7 @@ bench:
 	@$(MAKE) --no-print-directory VARIANT=release build
 	bash bench/http.sh
 	bash bench/gate.sh
+	$(PY) bench/wire.py
 	bash bench/compare.sh
 
 format:
