@@ -6,7 +6,10 @@
  * the order of their sequence numbers (responses come back in request order, RFC 9112 9.3.2;
  * each connection keeps a FIFO of what it waits for). A 2xx answer counts as published,
  * anything else (or no answer by the deadline, or a connection lost with requests on it) as a
- * publish error of that (channel, seq).
+ * publish error of that (channel, seq). A response that says "Connection: close" is the
+ * server's last on that connection: the requests pipelined behind it were not processed (RFC
+ * 9112 9.6), so they are sent again on a new connection, and that connection no longer
+ * pipelines (Pushpin's publish endpoint closes after every answer).
  *
  * Owns: its connections and buffers. Writes B.issued, B.failed, B.published, B.pub_errors and
  * the publish times, then sets B.pub_done (release): the main thread reads them after that. */
@@ -38,6 +41,7 @@ typedef struct pconn {
     size_t      ilen;
     bool        in_body;   /* the head of the current response is parsed */
     bool        chunked, close_after;
+    bool        one_at_a_time; /* the server closes after each answer: no pipelining */
     int         status;
     int64_t     body_left;
     chunked_t   ck;
@@ -112,6 +116,29 @@ static void pc_reset(pconn_t *c, const char *why, bool final)
     c->connecting = true;
     struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)c->idx };
     epoll_ctl(pep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static int pc_publish(pconn_t *c, uint32_t ch, uint64_t seq);
+
+/* The server closed after an answer: what it did not answer goes again, in order, on a new
+ * connection. */
+static void pc_resend(pconn_t *c)
+{
+    size_t n = c->qn;
+    inflight_t *again = n ? malloc(n * sizeof(*again)) : NULL;
+    if (n && !again) {
+        pc_reset(c, "out of memory", false);
+        return;
+    }
+    for (size_t k = 0; k < n; k++)
+        again[k] = c->q[(c->qhead + k) % c->qcap];
+    c->qn = 0;
+    c->one_at_a_time = true;
+    pc_reset(c, "", false);
+    for (size_t k = 0; k < n; k++)
+        if (pc_publish(c, again[k].ch, again[k].seq) != 0)
+            fail_one(again[k].ch, "could not build a publish request", NULL, 0);
+    free(again);
 }
 
 static void pc_want_out(pconn_t *c, bool on)
@@ -317,7 +344,7 @@ static void pc_read(pconn_t *c)
             return;
         c->in_body = false;
         if (c->close_after) {
-            pc_reset(c, "the server closed a publishing connection", false);
+            pc_resend(c);
             return;
         }
     }
@@ -364,6 +391,8 @@ void *pub_main(void *arg)
     uint64_t start = now_ns(), i = 0;
     uint64_t gap = B.rate > 0 ? 1000000000ull / (uint64_t)B.rate : 0;
     size_t window = B.rate > 0 ? PUB_WINDOW_PACED : PUB_WINDOW_FAST;
+    if (B.pub_format == PUB_PUSHPIN)
+        window = 1; /* Pushpin's publish endpoint reads pipelined requests as an overlong body */
     int64_t pick = -1;
     B.t_first_ns = start;
     atomic_store_explicit(&B.pub_started, true, memory_order_release);
@@ -380,7 +409,7 @@ void *pub_main(void *arg)
                 pc_reset(c, "", false); /* dial again; this message waits for it */
                 break;
             }
-            if (c->qn >= window)
+            if (c->qn >= (c->one_at_a_time ? 1 : window))
                 break;
             uint32_t ch = (uint32_t)pick;
             if (pc_publish(c, ch, B.issued[ch]) != 0) {
