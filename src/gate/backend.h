@@ -12,6 +12,7 @@
 #include "core/idmap.h"
 #include "core/list.h"
 #include "core/timer.h"
+#include "gate/cache.h"
 #include "gate/gate.h"
 #include "gate/dial.h"
 #include "gate/wire.h"
@@ -87,6 +88,7 @@ struct tg_gate {
     bool            stopped;
     tg_timer_t      ping;
     tg_dialers_t   *dialers;
+    tg_cache_t      cache;     /* replies of caching routes, and flights */
     tg_gate_stats_t stats;
 };
 

@@ -2,7 +2,7 @@
  * how. A route has a name (the group: backends list it in their HELLO), an
  * HTTP path prefix and a call name that lead to it, a deadline, a window
  * (how long jobs wait for a backend to connect), a queue limit and a dispatch
- * policy.
+ * policy, and whether its replies are cached (gate/cache.h).
  *
  * The table is built at boot and read-only afterwards: every IO loop matches
  * against it without locks. With auto routes on, a path "/api/NAME/..." or a
@@ -46,6 +46,9 @@ typedef struct tg_route {
     uint32_t deadline_ms;                     /* client waits at most this long */
     uint32_t window_ms;                       /* jobs wait for a backend this long */
     uint32_t queue_max;                       /* jobs waiting, at most; then 503 */
+    uint32_t cache_ttl_ms;                    /* replies kept this long; 0: no cache */
+    bool     cache_errors;                    /* errors and non-2xx replies cached too */
+    bool     cache_private;                   /* the user is part of the key */
 } tg_route_t;
 
 typedef struct tg_routes {
