@@ -171,7 +171,8 @@ static int start_gate(tg_server_t *s, char *err, size_t cap)
     tg_gate_cfg_t gc = { .max_frame = cfg->gate_max_frame,
                          .lz4_min = cfg->gate_lz4_min,
                          .ping_ms = cfg->gate_ping_ms,
-                         .hello_ms = 5000 };
+                         .hello_ms = 5000,
+                         .cache_size = cfg->gate_cache_size };
     snprintf(gc.listen, sizeof(gc.listen), "%s", cfg->gate_listen);
     snprintf(gc.backends, sizeof(gc.backends), "%s", cfg->gate_backends);
     s->hub.loops = s->loop_ptrs;
