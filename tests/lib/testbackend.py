@@ -19,6 +19,12 @@ Modes (--mode):
                 1 GiB body (a PUSH, id 0) and nothing more
     unknown-id  replies (as echo would) to job ID+1000000 instead of ID, and
                 never to ID itself
+    cache       for the gate's reply cache: the reply tells which job made it
+                (header "x-job: ID", JSON {"job","path","query","user","data"});
+                http: query parameters status=N (reply status), ttl=MS (pair
+                cache_ttl), fail=1 (ERROR test_error); call data members
+                "status", "ttl", "fail" likewise, and "login": USER
+                (set_user: binds the caller)
 
 In garbage and oversize modes the process does not reconnect: it exits 0 once
 the gate has closed the link (tests can wait for the exit).
@@ -52,13 +58,14 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                 "clients", "python"))
 
 import tidegate_backend as tb  # noqa: E402
 
-MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick")
+MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick", "cache")
 
 
 def parse_args(argv):
@@ -123,6 +130,8 @@ def main(argv=None):
             time.sleep(delay)
         if args.mode == "error":
             raise tb.JobError("test_error", "mode error (%s)" % name, status=502)
+        if args.mode == "cache":
+            return cache_reply(job)
         reply = tb.Reply(status=200,
                          headers=[("x-backend", name), ("x-job", str(job.id)),
                                   ("x-attempt", str(job.attempt))],
@@ -136,6 +145,21 @@ def main(argv=None):
             backend.kick(job.conn, "bye from %s" % name)
             return tb.NO_REPLY
         return reply
+
+    def cache_reply(job):
+        if job.kind == "http":
+            opts = dict(urllib.parse.parse_qsl(job.query or ""))
+        else:
+            opts = job.data if isinstance(job.data, dict) else {}
+        if opts.get("fail"):
+            raise tb.JobError("test_error", "asked to fail (%s)" % name, status=502)
+        made = {"job": job.id, "path": job.path, "query": job.query, "user": job.user,
+                "data": job.data if job.kind == "call" else None}
+        return tb.Reply(status=int(opts.get("status", 200)),
+                        headers=[("x-backend", name), ("x-job", str(job.id))],
+                        data=made,
+                        cache_ttl=int(opts["ttl"]) if "ttl" in opts else None,
+                        set_user=opts.get("login"))
 
     backend = tb.Backend(args.routes, name=name, capacity=args.capacity, connect=args.connect,
                          workers=args.workers, on_done=on_done, on_connect=on_connect,
