@@ -93,6 +93,9 @@ const tg_config_key_t tg_config_keys[] = {
       "PING and DONE_BELOW on every backend link; silent for 3 intervals = link cut" },
     { "gate.cache_size", TG_CFG_SIZE, F(gate_cache_size), 0, 1ull << 40, "64m",
       "bytes the reply cache of routes with a cache TTL may hold; least recently used go first" },
+    { "admin.key", TG_CFG_STRING, F(admin_key), 0, 0, "",
+      "admin endpoints (/admin/...) want 'Authorization: Bearer KEY'; empty = peers on "
+      "127.0.0.1 or ::1 only" },
     { NULL },
 };
 

@@ -70,6 +70,7 @@ typedef struct tg_config {
     uint32_t         gate_lz4_min;
     uint32_t         gate_ping_ms;
     uint64_t         gate_cache_size;    /* bytes the reply cache may hold */
+    char             admin_key[128];     /* admin endpoints' bearer key; empty: local peers only */
     int              nroutes;
     tg_config_route_t routes[TG_ROUTES_MAX];
 } tg_config_t;

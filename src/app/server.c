@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/admin.h"
 #include "app/page.h"
 #include "core/log.h"
 #include "core/sbuf.h"
@@ -56,6 +57,8 @@ static void stats_answer(void *arg, const tg_chan_count_t *top, int ntop)
 static void handle(tg_http_req_t *r, void *arg)
 {
     tg_server_t *s = arg;
+    if (tg_admin_route(s, r))
+        return;
     if (tg_apphub_route(&s->hub, r))
         return;
     if (s->gate && tg_gate_http(s->gate, r))

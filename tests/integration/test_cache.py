@@ -290,3 +290,53 @@ def test_memory_stays_under_the_cap_with_100000_distinct_keys(make_server):
     assert c["entries"] < 100000 // 10
     # Four times as many keys again cost no more memory than the cap and slack.
     assert rss_end - rss_warm < 8 * cap, (rss_warm, rss_end)
+
+
+def purge(srv, query, headers=None, source=None):
+    hdrs = dict(headers or {})
+    c = srv.connect(source=source)
+    return c.request("POST", "/admin/cache/purge" + query, timeout=10.0 * srv.slow,
+                     headers=hdrs)
+
+
+def test_purge_by_prefix_and_by_route(make_server):
+    srv = make_server({"route.c.http": "/api/orders/", "route.c.cache": "1h",
+                       "route.d.http": "/api/carts/", "route.d.cache": "1h"})
+    b = Backend(srv, "c,d", "b", mode="cache").start()
+    paths = ["/api/orders/1", "/api/orders/12", "/api/orders/2", "/api/carts/1"]
+    jobs = {p: job_of(get(srv, p)) for p in paths}
+    assert all(get(srv, p).header("x-cache") == "hit" for p in paths)
+    r = purge(srv, "?prefix=/api/orders/1")
+    assert r.status == 200 and r.json() == {"purged": 2}
+    assert get(srv, "/api/orders/12").header("x-cache") == "miss"
+    assert get(srv, "/api/orders/2").header("x-cache") == "hit"
+    r = purge(srv, "?prefix=%2Fapi%2F&route=d")          # percent-encoded, and one route
+    assert r.json() == {"purged": 1}
+    assert get(srv, "/api/carts/1").header("x-cache") == "miss"
+    r = purge(srv, "?route=nobody")
+    assert r.status == 404 and r.json()["error"] == "no_such_route"
+    r = purge(srv, "")                                    # everything
+    assert r.json() == {"purged": 3}
+    assert srv.stats()["gate"]["cache"]["entries"] == 0
+    assert srv.stats()["gate"]["cache"]["purged"] == 6
+    assert srv.connect().request("GET", "/admin/cache/purge").status == 405
+    assert runs(b, 6) == 6
+    assert jobs
+
+
+def test_admin_guard_wants_the_key_or_a_local_peer(make_server):
+    open_srv = make_server()
+    assert purge(open_srv, "").status == 200                    # from 127.0.0.1
+    r = purge(open_srv, "", source="127.0.0.2")                 # loopback, but not 127.0.0.1
+    assert r.status == 403 and r.json()["error"] == "forbidden"
+    assert open_srv.connect(source="127.0.0.2").request("GET", "/admin/other").status == 403
+
+    srv = make_server({"admin.key": "s3cret"})
+    r = purge(srv, "")
+    assert r.status == 401 and r.header("www-authenticate").startswith("Bearer")
+    assert purge(srv, "", headers={"Authorization": "Bearer wrong!"}).status == 401
+    assert purge(srv, "", headers={"Authorization": "Bearer s3cre"}).status == 401
+    r = purge(srv, "", headers={"Authorization": "Bearer s3cret"}, source="127.0.0.2")
+    assert r.status == 200 and r.json() == {"purged": 0}  # the key is enough from anywhere
+    r = srv.connect().request("GET", "/admin/nothing", headers={"Authorization": "Bearer s3cret"})
+    assert r.status == 404
