@@ -86,6 +86,7 @@ struct tg_gate {
     gate_route_t  **groutes;
     int             ngroutes;
     bool            stopped;
+    atomic_bool     closing;   /* stopped, as client loops may read it (cancels stop then) */
     tg_timer_t      ping;
     tg_dialers_t   *dialers;
     tg_cache_t      cache;     /* replies of caching routes, and flights */

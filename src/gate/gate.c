@@ -643,6 +643,7 @@ void tg_gate_stop(tg_gate_t *g)
     if (g->stopped)
         return;
     g->stopped = true;
+    atomic_store(&g->closing, true);
     tg_timer_cancel(&g->home->wheel, &g->ping);
     if (g->listening) {
         tg_listener_close(&g->listener);
@@ -702,25 +703,49 @@ long tg_gate_cache_purge(tg_gate_t *g, tg_str_t route, tg_str_t prefix)
 
 /* ---- the client side (any IO loop) ---- */
 
-static void submit(tg_gate_t *g, tg_job_t *job, const tg_route_t *r, tg_loop_t *loop)
+/* Posts <job> home, where it may be settled and freed at once: returns its id. */
+static uint64_t submit(tg_gate_t *g, tg_job_t *job, const tg_route_t *r, tg_loop_t *loop)
 {
     job->gate = g;
-    job->id = atomic_fetch_add_explicit(&g->next_id, 1, memory_order_relaxed);
+    uint64_t id = job->id = atomic_fetch_add_explicit(&g->next_id, 1, memory_order_relaxed);
     job->due_ms = loop->now_ms + r->deadline_ms;
     job->mail.cb = job_arrived;
     tg_counter_add(&g->stats.jobs, 1);
     tg_loop_post(g->home, &job->mail);
+    return id;
 }
 
 /* An HTTP request waiting for its answer. */
 typedef struct http_wait {
+    tg_mail_t      mail;   /* the cancel of a job that may wait in a flight */
+    tg_gate_t     *gate;
     tg_http_req_t *req;
     uint64_t       job_id;
+    bool           cancel; /* its job may wait in a flight: tell the gate when the client goes */
 } http_wait_t;
+
+/* Home loop: the client of a job has gone. A flight's waiter leaves at once,
+ * so it costs nothing more (no answer made for it); any other job runs on. */
+static void cancel_arrived(tg_mail_t *m, void *arg)
+{
+    (void)arg;
+    http_wait_t *w = tg_container_of(m, http_wait_t, mail);
+    tg_job_t *job = tg_idmap_get(&w->gate->jobs, w->job_id);
+    if (job && job->state == TG_JOB_FLIGHTWAIT)
+        settle(w->gate, job);
+    free(w);
+}
 
 static void http_abort(void *arg)
 {
-    free(arg); /* the answer, when it comes, finds no request and is dropped */
+    http_wait_t *w = arg;
+    /* Once the gate is closing its loop may be finalised: no mail then. */
+    if (!w->cancel || atomic_load(&w->gate->closing)) {
+        free(w); /* the answer, when it comes, finds no request and is dropped */
+        return;
+    }
+    w->mail.cb = cancel_arrived;
+    tg_loop_post(w->gate->home, &w->mail); /* after the job's own mail: it is there first */
 }
 
 static bool http_answer(tg_conn_t *c, tg_answer_t *a)
@@ -756,9 +781,10 @@ bool tg_gate_http(tg_gate_t *g, tg_http_req_t *req)
         tg_job_free(job);
         return true;
     }
-    submit(g, job, &r, req->conn->loop);
+    w->gate = g;
     w->req = req;
-    w->job_id = job->id;
+    w->cancel = job->cache & TG_JOB_CACHE_LOOKUP;
+    w->job_id = submit(g, job, &r, req->conn->loop); /* <job> is the home loop's now */
     tg_http_defer(req, http_abort, w);
     return true;
 }

@@ -340,3 +340,27 @@ def test_admin_guard_wants_the_key_or_a_local_peer(make_server):
     assert r.status == 200 and r.json() == {"purged": 0}  # the key is enough from anywhere
     r = srv.connect().request("GET", "/admin/nothing", headers={"Authorization": "Bearer s3cret"})
     assert r.status == 404
+
+
+def test_a_waiter_whose_client_leaves_costs_nothing_afterwards(make_server):
+    srv = cache_server(make_server)
+    b = Backend(srv, "c", "c1", mode="cache", delay_ms=1000).start()
+    from tidegate import request
+    leader = srv.connect()
+    leader.sendall(request("GET", "/c/w"))
+    srv.wait_stats(lambda s: s["gate"]["inflight"] == 1, what="the leader in flight")
+    waiters = [srv.connect() for _ in range(10)]
+    for w in waiters:
+        w.sendall(request("GET", "/c/w"))
+    srv.wait_stats(lambda s: s["gate"]["cache"]["coalesced"] == 10, what="10 waiters")
+    for w in waiters[:6]:
+        w.abort()
+    r = leader.recv_response(timeout=10 * srv.slow)
+    assert r.status == 200 and r.header("x-cache") == "miss"
+    for w in waiters[6:]:
+        got = w.recv_response(timeout=10 * srv.slow)
+        assert got.status == 200 and got.body == r.body and got.header("x-cache") == "hit"
+    st = srv.stats()["gate"]
+    assert st["answers_dropped"] == 0               # the six gone waiters got no answer made
+    assert st["replies"] == 1
+    assert runs(b, 1) == 1
