@@ -288,8 +288,10 @@ def test_memory_stays_under_the_cap_with_100000_distinct_keys(make_server):
     assert 0 < c["bytes"] <= cap
     assert c["evictions"] >= 100000 - c["entries"] - 1
     assert c["entries"] < 100000 // 10
-    # Four times as many keys again cost no more memory than the cap and slack.
-    assert rss_end - rss_warm < 8 * cap, (rss_warm, rss_end)
+    # Four times as many keys again cost no more memory than the cap and slack
+    # (under ASan freed memory sits in its quarantine, up to 256 MiB: not ours).
+    if not srv.asan:
+        assert rss_end - rss_warm < 8 * cap, (rss_warm, rss_end)
 
 
 def purge(srv, query, headers=None, source=None):
