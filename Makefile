@@ -97,7 +97,7 @@ BLIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard lib/backend/*.c))) \
             $(BUILD)/lib/backend/gate_wire.o
 EXAMPLES := $(BUILD)/examples/echo $(BUILD)/examples/counter
 
-build: $(BLIB) $(EXAMPLES)
+build: $(BLIB) $(EXAMPLES) $(BUILD)/tidegate-cli
 
 $(BUILD)/lib/backend/gate_wire.o: src/gate/wire.c
 	@mkdir -p $(@D)
@@ -114,6 +114,13 @@ $(BUILD)/examples/%: examples/%.c $(BLIB)
 $(BUILD)/tests/unit/gate/test_backend_lib: tests/unit/gate/test_backend_lib.c $(BLIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) -Wno-unused-parameter -Ilib $< $(BLIB) $(LDFLAGS) -llz4 -lcmocka -o $@
+
+# The command-line client and stand-in backend (docs/cli.md): main in tools/tidegate-cli.c,
+# the rest in tools/cli/; the backend link from libtidegate-backend, JSON and WebSocket
+# helpers from the library (after it: both hold the wire codec, the backend library's wins).
+CLI_OBJ := $(patsubst %.c,$(BUILD)/%.o,tools/tidegate-cli.c $(sort $(wildcard tools/cli/*.c)))
+$(BUILD)/tidegate-cli: $(CLI_OBJ) $(BLIB) $(LIB)
+	$(CC) $(LDFLAGS) $(CLI_OBJ) $(BLIB) $(LIB) $(LIBS) -o $@
 
 build/fuzz/%: fuzz/%.c
 	$(MAKE) --no-print-directory VARIANT=fuzz build/fuzz/libtidegate.a
@@ -156,6 +163,7 @@ bench:
 	@$(MAKE) --no-print-directory VARIANT=release build
 	bash bench/http.sh
 	bash bench/gate.sh
+	$(PY) bench/wire.py
 	bash bench/compare.sh
 
 format:

@@ -59,7 +59,10 @@ start_server() {
   case $1 in
     tidegate)
       # TIDEGATE_CONF: extra config lines, e.g. TIDEGATE_CONF='push.coalesce = 20ms'
-      printf '%s\n' "${TIDEGATE_CONF:-}" >"$WORK/tidegate.conf"
+      # The burst channel keeps a million messages: a subscriber cut as a slow
+      # consumer resumes (--resume) from its position without a gap.
+      printf '%s\n' "channel.burst.history_len = 1000000" "${TIDEGATE_CONF:-}" \
+        >"$WORK/tidegate.conf"
       "$TIDEGATE" --config "$WORK/tidegate.conf" --listen "127.0.0.1:$port" --backend-listen '' \
         --io-threads "$WORKERS" --log-level warn &
       TG_PID=$!
@@ -69,6 +72,7 @@ start_server() {
       SUB_SSE="http://127.0.0.1:$port/sub/{ch}"
       PUB_URL="http://127.0.0.1:$port/pub/{ch}"
       PUB_FORMAT=raw
+      RESUME=--resume
       PIDS=$TG_PID
       ;;
     nchan|pushpin)
@@ -86,6 +90,7 @@ start_server() {
       SUB_SSE=$(awk '$1=="SUB_SSE"{print $2}' <<<"$info")
       PUB_URL=$(awk '$1=="PUBLISH"{print $2}' <<<"$info")
       if [ "$1" = nchan ]; then PUB_FORMAT=raw; else PUB_FORMAT=pushpin; fi
+      RESUME=
       # The GRIP backend only answers connects: it is not the server.
       PIDS=$(awk '$1=="PID" && $2!="grip_backend"{print $3}' <<<"$info" | tr '\n' ' ')
       ;;
@@ -142,8 +147,8 @@ scenario() {
         --connect-rate 1000 ;;
     burst)
       run burst "1000xmax" --transport ws --sub-url "$SUB_WS" --pub-url "$PUB_URL" \
-        --pub-format "$PUB_FORMAT" --channel burst --subs 1000 --rate 0 --duration 10 \
-        --count 1000000 --pub-conns 4 ;;
+        --pub-format "$PUB_FORMAT" --channel burst --subs 1000 --rate 0 --duration 20 \
+        --drain 10 --count 1000000 --pub-conns 4 $RESUME ;;
     channels)
       run channels "10000ch" --transport ws --sub-url "$SUB_WS" --pub-url "$PUB_URL" \
         --pub-format "$PUB_FORMAT" --channel ch --channels 10000 --subs 10000 --rate 5000 \

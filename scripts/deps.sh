@@ -8,7 +8,7 @@ set -euo pipefail
 build=(gcc make pkg-config node-llhttp libssl-dev zlib1g-dev liblz4-dev libxxhash-dev
        libc-ares-dev libhiredis-dev)
 test=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-websockets
-      python3-aiohttp python3-redis redis-server curl procps chromium nodejs)
+      python3-aiohttp python3-redis python3-lz4 redis-server curl procps chromium nodejs)
 bench=(wrk nginx libnginx-mod-nchan pushpin redis-server gnuplot procps python3 python3-websockets curl)
 
 want=("${build[@]}")

@@ -59,6 +59,8 @@ static const char usage[] =
     "  --subs N (1000)  --channels K (1)  --channel PREFIX (bench; K > 1: PREFIX0..PREFIXK-1)\n"
     "  --connect-rate R (0 = as fast as possible)  --max-connecting N (512)\n"
     "  --connect-timeout S (10)  --settle S (0.3: after all are up, before publishing)\n"
+    "  --resume (ws, tidegate: a subscriber the server closes reconnects from its last\n"
+    "           position, ?from=POS, instead of counting as closed early)\n"
     "publisher:\n"
     "  --pub-url TPL          (http://127.0.0.1:PORT/pub/{ch})\n"
     "  --pub-format raw|pushpin  --pushpin-stream-prefix S ('data: ')  --pushpin-stream-suffix S"
@@ -106,7 +108,7 @@ static int parse_args(int argc, char **argv)
         O_PORT = 256, O_CHANNEL, O_SUBS, O_RATE, O_COUNT, O_SIZE, O_DURATION, O_SUB_URL,
         O_TRANSPORT, O_POLL_STYLE, O_CHANNELS, O_CONNECT_RATE, O_PUB_URL, O_PUB_FORMAT,
         O_PP_PREFIX, O_PP_SUFFIX, O_PUB_CONNS, O_PUB_RANDOM, O_IDLE, O_CHURN, O_PID, O_DRAIN,
-        O_SETTLE, O_CONNECT_TIMEOUT, O_MAX_CONNECTING, O_HELP,
+        O_SETTLE, O_CONNECT_TIMEOUT, O_MAX_CONNECTING, O_RESUME, O_HELP,
     };
     static const struct option opts[] = {
         { "port", required_argument, NULL, O_PORT },
@@ -135,6 +137,7 @@ static int parse_args(int argc, char **argv)
         { "settle", required_argument, NULL, O_SETTLE },
         { "connect-timeout", required_argument, NULL, O_CONNECT_TIMEOUT },
         { "max-connecting", required_argument, NULL, O_MAX_CONNECTING },
+        { "resume", no_argument, NULL, O_RESUME },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -223,6 +226,7 @@ static int parse_args(int argc, char **argv)
         case O_PP_PREFIX: unescape(B.pp_prefix, sizeof(B.pp_prefix), optarg); break;
         case O_PP_SUFFIX: unescape(B.pp_suffix, sizeof(B.pp_suffix), optarg); break;
         case O_PUB_RANDOM: B.pub_random = true; break;
+        case O_RESUME: B.resume = true; break;
         case O_HELP: fputs(usage, stdout); exit(0);
         default: fputs(usage, stderr); return -1;
         }
@@ -407,6 +411,9 @@ int main(int argc, char **argv)
            (unsigned long long)all.got, per_s, (unsigned long long)all.lost,
            (unsigned long long)all.dup, (unsigned long long)all.disorder,
            (unsigned long long)B.closed_early);
+    if (B.resume)
+        printf("resumed %llu times after the server closed a subscriber\n",
+               (unsigned long long)B.resumed);
     if (B.mode == MODE_CHURN)
         printf("churn: %llu reconnects, their deliveries %llu (lost %llu while connected)\n",
                (unsigned long long)B.churned, (unsigned long long)B.churn.got,
@@ -423,7 +430,7 @@ int main(int argc, char **argv)
            "per_s=%.0f deliveries_per_s=%.0f lost=%llu dup=%llu disorder=%llu closed=%llu "
            "errors=%llu churned=%llu churn_deliveries=%llu p50_us=%llu p90_us=%llu p99_us=%llu "
            "max_us=%llu cpu_us_per_delivery=%s rss_per_conn=%s pss_per_conn=%s fds_before=%s "
-           "fds_up=%s fds_after=%s complete=%d\n",
+           "fds_up=%s fds_after=%s resumed=%llu complete=%d\n",
            mnames[B.mode], tnames[B.transport], B.subs, B.channels,
            (unsigned long long)B.connected, (unsigned long long)B.connect_errors, B.rate, B.count,
            (unsigned long long)B.published, (unsigned long long)B.pub_errors,
@@ -432,7 +439,8 @@ int main(int argc, char **argv)
            (unsigned long long)B.closed_early, (unsigned long long)errors,
            (unsigned long long)B.churned, (unsigned long long)B.churn.got,
            (unsigned long long)p50, (unsigned long long)p90, (unsigned long long)p99,
-           (unsigned long long)pmax, cpu, rss, pss, fb, fu, fa, complete || !publishing);
+           (unsigned long long)pmax, cpu, rss, pss, fb, fu, fa, (unsigned long long)B.resumed,
+           complete || !publishing);
     fflush(stdout);
     bool bad = all.lost || all.dup || all.disorder || B.pub_errors || B.connect_errors || errors ||
                (B.mode == MODE_IDLE && B.closed_early);

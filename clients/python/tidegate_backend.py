@@ -385,6 +385,10 @@ class Job:
     - call: ``data`` (the call's JSON parsed with json.loads; evaluated on
       first use, and invalid JSON raises JobError ``bad_data`` / 400 which
       becomes the job's ERROR), ``data_text`` (the JSON text itself).
+    - scatter routes: ``part`` and ``parts`` (int: this part, from 0, of
+      how many); a reducer's job: ``parts``, ``part_replies`` (dict: part
+      number -> the bytes that part replied) and ``missing`` (list of the
+      part numbers that did not answer).
     - ``pairs``: the raw (key, bytes value) pairs of the JOB frame.
     - Filled in by the library: ``started_ns`` and ``ended_ns``
       (``time.monotonic_ns()`` when the handler was called and returned) and
@@ -412,6 +416,12 @@ class Job:
         self.body = f.get("body", b"")
         self.data_text = f.text("data")
         self._data = _NOT_PARSED
+        self.part = f.number("part")
+        self.parts = f.number("parts")
+        self.part_replies = {int(k[5:]): v for k, v in f.pairs
+                             if k.startswith("part:") and k[5:].isdigit()}
+        missing = f.text("missing")
+        self.missing = [int(x) for x in missing.split(",") if x.isdigit()] if missing else []
         self.started_ns = self.ended_ns = self.written_ns = None
         self.backend = None
         self._epoch = None

@@ -81,5 +81,8 @@ enum tg_bk_type {
 #define TG_BK_K_SET_USER  "set_user"  /* REPLY: bind the calling connection to this user */
 #define TG_BK_K_CODE      "code"      /* ERROR: a short name, e.g. "bad_input" */
 #define TG_BK_K_MESSAGE   "message"   /* ERROR, KICK: for people */
+#define TG_BK_K_PART      "part"      /* JOB (scatter route): this part, from 0 */
+#define TG_BK_K_PARTS     "parts"     /* JOB (scatter route, reducer): how many parts */
+#define TG_BK_K_MISSING   "missing"   /* JOB (reducer): parts not answered, e.g. "1,3" */
 
 #endif

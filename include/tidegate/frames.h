@@ -15,6 +15,11 @@ enum tg_frame_type {
     TG_FRAME_BINARY = 2, /* server to client: u16 BE header length, JSON header, raw payload */
     TG_FRAME_PING = 3,   /* both ways, empty: answered with PONG */
     TG_FRAME_PONG = 4,   /* both ways, empty */
+    TG_FRAME_LZ4 = 5,    /* both ways, once a hello negotiated "lz4": u32 BE length N of the
+                          * inner frame's type and body, then one LZ4 block holding those N
+                          * bytes; the inner type is JSON or (server to client) BINARY */
 };
+
+#define TG_FRAME_LZ4_MIN 128 /* inner frames (type and body) shorter than this go as they are */
 
 #endif

@@ -46,6 +46,10 @@ const tg_config_key_t tg_config_keys[] = {
       "a client that reads none of its pending output for this long is cut" },
     { "http.max_output", TG_CFG_SIZE, F(http.max_out), 1024, 1 << 30, "256k",
       "queued output per connection past which reading pauses (pipelining)" },
+    { "http.gzip_min", TG_CFG_SIZE, F(http.gzip_min), 1, 1 << 30, "128",
+      "whole responses this long or longer are gzipped for clients that accept it" },
+    { "http.gzip_level", TG_CFG_INT, F(http.gzip_level), 0, 9, "1",
+      "gzip level, 1 (fastest) to 9 (smallest); 0 = never gzip" },
     { "push.history_len", TG_CFG_INT, F(push_history_len), 0, 1000000, "100",
       "messages each channel keeps for resume and pull" },
     { "push.history_age", TG_CFG_DURATION, F(push_history_age_ms), 0, DAY_MS * 30, "0s",
@@ -317,9 +321,24 @@ static int set_route(tg_config_t *cfg, const char *key, const char *value, char 
         if (tg_config_set(&tmp, "gate.auto_routes", value, msg, sizeof(msg)))
             return refuse(err, cap, "'%s' expects true or false, not '%s'", key, value);
         *b = tmp.gate_auto_routes;
+    } else if (strcmp(field, "mode") == 0) {
+        if (tg_route_parse_mode(value, &r->r.mode) != 0)
+            return refuse(err, cap, "'%s' expects single or scatter, not '%s'", key, value);
+    } else if (strcmp(field, "split") == 0) {
+        char *end;
+        unsigned long n = strtoul(value, &end, 10);
+        if (!*value || *end || n > TG_SCATTER_PARTS_MAX)
+            return refuse(err, cap, "'%s' expects a number of parts from 0 to 64, not '%s'", key,
+                          value);
+        r->r.split = (uint16_t)n;
+    } else if (strcmp(field, "reduce") == 0) {
+        if (tg_route_parse_reduce(value, &r->r) != 0)
+            return refuse(err, cap, "'%s' expects concat, merge or a reducer route's name, not "
+                                    "'%s'", key, value);
     } else {
         return refuse(err, cap, "'%s': unknown route field (http, call, policy, key, deadline, "
-                                "window, queue, cache, cache_errors, private)%s", key, "");
+                                "window, queue, mode, split, reduce, cache, cache_errors, "
+                                "private)%s", key, "");
     }
     return 0;
 }

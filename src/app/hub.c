@@ -349,6 +349,8 @@ static void hub_command(tg_hub_t *base, tg_session_t *s, const tg_cmd_t *cmd)
         else
             tg_session_error(s, "no_such_route", "the gate is off", cmd->id);
         break;
+    case TG_CMD_HELLO: /* answered by the transport (tg_session_command) */
+        break;
     }
 }
 
@@ -943,11 +945,12 @@ int tg_apphub_init(tg_apphub_t *h, tg_push_t *push, int nloops, const tg_wsconn_
     h->max_output = max_output;
     h->poll_timeout_ms = poll_timeout_ms;
     tg_stream_server_init(&h->streams, sse_heartbeat_ms, &h->base);
-    tg_frameconn_server_init(&h->frames, max_frame, frame_idle_ms, &h->base);
-    return tg_wsconn_server_init(&h->ws, ws, &h->base, nloops);
+    int rc = tg_frameconn_server_init(&h->frames, max_frame, frame_idle_ms, &h->base, nloops);
+    return rc != 0 ? rc : tg_wsconn_server_init(&h->ws, ws, &h->base, nloops);
 }
 
 void tg_apphub_fini(tg_apphub_t *h)
 {
     tg_wsconn_server_fini(&h->ws);
+    tg_frameconn_server_fini(&h->frames);
 }

@@ -64,6 +64,9 @@ static const gate_figure_t gate_figures[] = {
     { "answers_dropped", false, "Answers whose client had gone.", G(answers_dropped) },
     { "lz4_out", false, "Backend frames sent LZ4-compressed.", G(lz4_out) },
     { "lz4_in", false, "Backend frames received LZ4-compressed.", G(lz4_in) },
+    { "scatters", false, "Jobs of scatter routes, made into parts.", G(scatters) },
+    { "parts", false, "Parts of scatter jobs, each a job of its own.", G(parts) },
+    { "partial", false, "Scatter jobs answered with parts missing.", G(partial) },
     { "links_total", false, "Backend links that said HELLO.", G(links_total) },
     { "links", true, "Backend links open now (HELLO said).", G(links) },
     { "queued", true, "Jobs waiting for a backend with room now.", G(queued) },
@@ -84,6 +87,35 @@ static const gate_figure_t cache_figures[] = {
     { "bytes", true, "Bytes held now, as counted against gate.cache_size.", G(cache.bytes) },
 };
 #undef G
+
+/* Compression per transport: bytes before and after, summed over loops and
+ * both directions (saved = before - after). */
+enum { Z_HTTP_GZIP, Z_WS_DEFLATE, Z_FRAMES_LZ4, Z_BACKEND_LZ4, Z_COUNT };
+static const char *const z_names[Z_COUNT] = { "http_gzip", "ws_deflate", "frames_lz4",
+                                              "backend_lz4" };
+
+static void compression(const tg_server_t *s, unsigned long long before[Z_COUNT],
+                        unsigned long long after[Z_COUNT])
+{
+    for (int k = 0; k < Z_COUNT; k++)
+        before[k] = after[k] = 0;
+    for (int i = 0; i < s->nloops; i++) {
+        before[Z_HTTP_GZIP] += C(s->http.loops[i].gzip_before);
+        after[Z_HTTP_GZIP] += C(s->http.loops[i].gzip_after);
+        if (s->hub.ws.loops) {
+            before[Z_WS_DEFLATE] += C(s->hub.ws.loops[i].deflate_before);
+            after[Z_WS_DEFLATE] += C(s->hub.ws.loops[i].deflate_after);
+        }
+        if (s->hub.frames.loops) {
+            before[Z_FRAMES_LZ4] += C(s->hub.frames.loops[i].lz4_before);
+            after[Z_FRAMES_LZ4] += C(s->hub.frames.loops[i].lz4_after);
+        }
+    }
+    if (s->gate) {
+        before[Z_BACKEND_LZ4] = C(tg_gate_stats(s->gate)->lz4_before);
+        after[Z_BACKEND_LZ4] = C(tg_gate_stats(s->gate)->lz4_after);
+    }
+}
 
 static unsigned long long gate_value(const tg_server_t *s, const gate_figure_t *f)
 {
@@ -151,6 +183,13 @@ void tg_stats_json(const tg_server_t *s, const tg_chan_count_t *top, int ntop, t
                            gate_value(s, &cache_figures[i]));
         tg_sbuf_printf(b, "}}");
     }
+    unsigned long long zb[Z_COUNT], za[Z_COUNT];
+    compression(s, zb, za);
+    tg_sbuf_printf(b, ",\"compression\":{");
+    for (int k = 0; k < Z_COUNT; k++)
+        tg_sbuf_printf(b, "%s\"%s\":{\"before\":%llu,\"after\":%llu}", k ? "," : "", z_names[k],
+                       zb[k], za[k]);
+    tg_sbuf_printf(b, "}");
     tg_sbuf_printf(b, ",\"log_dropped\":%llu}\n", (unsigned long long)tg_log_dropped());
 }
 
@@ -231,6 +270,18 @@ void tg_stats_prometheus(const tg_server_t *s, const tg_chan_count_t *top, int n
         family(b, name, cache_figures[i].gauge ? "gauge" : "counter", cache_figures[i].help);
         tg_sbuf_printf(b, "%s %llu\n", name, gate_value(s, &cache_figures[i]));
     }
+    unsigned long long zb[Z_COUNT], za[Z_COUNT];
+    compression(s, zb, za);
+    family(b, "tidegate_compression_before_bytes_total", "counter",
+           "Bytes that went through compression (either way), uncompressed, by transport.");
+    for (int k = 0; k < Z_COUNT; k++)
+        tg_sbuf_printf(b, "tidegate_compression_before_bytes_total{transport=\"%s\"} %llu\n",
+                       z_names[k], zb[k]);
+    family(b, "tidegate_compression_after_bytes_total", "counter",
+           "The same bytes compressed, as on the wire, by transport.");
+    for (int k = 0; k < Z_COUNT; k++)
+        tg_sbuf_printf(b, "tidegate_compression_after_bytes_total{transport=\"%s\"} %llu\n",
+                       z_names[k], za[k]);
     family(b, "tidegate_log_dropped_total", "counter", "Log lines dropped: queue full.");
     tg_sbuf_printf(b, "tidegate_log_dropped_total %llu\n", (unsigned long long)tg_log_dropped());
 }

@@ -278,7 +278,12 @@ void tg_conn__flush(tg_conn_t *c)
         size_t asked = 0;
         for (int i = 0; i < k; i++)
             asked += iov[i].iov_len;
-        ssize_t n = writev(c->w.fd, iov, k);
+        /* One buffer (a broadcast frame, usually) takes send(): the socket
+         * call skips the file-position and iterator set-up of writev. */
+        ssize_t n = k == 1 ? send(c->w.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
+                           : writev(c->w.fd, iov, k);
+        if (n == -1 && errno == ENOTSOCK && k == 1)
+            n = write(c->w.fd, iov[0].iov_base, iov[0].iov_len);
         if (n == -1) {
             if (errno == EINTR)
                 continue;

@@ -81,8 +81,11 @@ int tg_backend__send_job(tg_backend_t *b, tg_job_t *job, uint64_t now_ms)
         tg_wire_put_raw(&e, dyn + TG_BK_HEADER, n - TG_BK_HEADER);
         tg_wire_put_raw(&e, job->pairs, job->len);
         int rc = tg_wire_end(&e, g->cfg.lz4_min);
-        if (rc == 0 && (e.p[3] & TG_BK_F_LZ4))
+        if (rc == 0 && (e.p[3] & TG_BK_F_LZ4)) {
             tg_counter_add(&g->stats.lz4_out, 1);
+            tg_counter_add(&g->stats.lz4_before, TG_BK_HEADER + body);
+            tg_counter_add(&g->stats.lz4_after, e.len);
+        }
         if (rc == 0)
             rc = tg_conn_write(b->conn, e.p, e.len);
         tg_wire_enc_fini(&e);
@@ -301,6 +304,8 @@ static void frame(tg_backend_t *b, const tg_wire_head_t *h, const uint8_t *body)
             return violation(b, rc == -ENOMEM ? "out of memory" : "an LZ4 body that does not "
                                                                   "inflate");
         body = raw;
+        tg_counter_add(&g->stats.lz4_before, TG_BK_HEADER + len);
+        tg_counter_add(&g->stats.lz4_after, TG_BK_HEADER + (size_t)h->len);
     }
     if (tg_wire_check(body, len) < 0) {
         violation(b, "malformed pairs");

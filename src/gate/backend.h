@@ -90,6 +90,7 @@ struct tg_gate {
     tg_timer_t      ping;
     tg_dialers_t   *dialers;
     tg_cache_t      cache;     /* replies of caching routes, and flights */
+    tg_link_t       gathers;   /* scatters waiting for their parts (scatter.c) */
     tg_gate_stats_t stats;
 };
 
@@ -109,6 +110,16 @@ int           tg_gate__answered(tg_gate_t *g, tg_backend_t *b, uint8_t type, uin
 void          tg_gate__left(tg_gate_t *g, tg_backend_t *b);
 /* The lowest id of an unsettled job (or the next id when none). */
 uint64_t      tg_gate__low_water(const tg_gate_t *g);
+
+/* gate.c, for scatter.c. */
+/* Takes <job> (arrived, not yet known) on route <r>: deadline, key, queue. */
+void          tg_gate__admit(tg_gate_t *g, gate_route_t *r, tg_job_t *job);
+/* Sends answer <a> (NULL: out of memory) to <job>'s client. */
+void          tg_gate__answer(tg_gate_t *g, tg_job_t *job, tg_answer_t *a);
+/* Keeps <job> (not admitted) among the unsettled, holding the low water. */
+void          tg_gate__hold(tg_gate_t *g, tg_job_t *job);
+void          tg_gate__unhold(tg_gate_t *g, tg_job_t *job);
+uint64_t      tg_gate__next_id(tg_gate_t *g);
 
 /* backend.c, for gate.c. */
 extern const tg_proto_t tg_backend_proto;

@@ -83,7 +83,7 @@ static bool str_is(tg_str_t s, const char *lit)
 
 void tg_cache_prepare(tg_job_t *job, const tg_route_t *r, bool no_cache)
 {
-    if (!r->cache_ttl_ms)
+    if (!tg_route_caches(r))
         return;
     job->cache = TG_JOB_CACHE_ROUTE;
     bool http = job->kind == TG_JOB_HTTP;

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "gate/backend.h"
 #include "gate/dial.h"
+#include "gate/scatter.h"
 
 static void enqueue(tg_gate_t *g, tg_job_t *job);
 static bool http_answer(tg_conn_t *c, tg_answer_t *a);
@@ -44,15 +45,27 @@ static void answer_arrived(tg_mail_t *m, void *arg)
     tg_answer_free(a);
 }
 
-/* Home loop. Settles <job> with answer <a> (or nothing, out of memory). */
+/* Home loop. Settles <job> with answer <a> (or nothing, out of memory); a
+ * scatter's part answers its gather instead of a client. */
 static void answer(tg_gate_t *g, tg_job_t *job, tg_answer_t *a)
 {
+    if (job->gather) {
+        tg_gather_t *gt = job->gather;
+        job->gather = NULL; /* answered once; an orphan's late reply goes nowhere */
+        tg_scatter_part(g, gt, job->part, a);
+        return;
+    }
     if (job->flight && job->flight->leader == job)
         flight_land(g, job, a); /* its waiters get the same */
     if (!a)
         return; /* the client waits for its deadline in vain: count it as nomem */
     a->mail.cb = answer_arrived;
     tg_loop_post(g->loops[tg_conn_id_loop(job->client)], &a->mail);
+}
+
+void tg_gate__answer(tg_gate_t *g, tg_job_t *job, tg_answer_t *a)
+{
+    answer(g, job, a);
 }
 
 static void refuse(tg_gate_t *g, tg_job_t *job, int status, const char *code, const char *msg)
@@ -270,6 +283,9 @@ static void enqueue(tg_gate_t *g, tg_job_t *job)
         return;
     }
     tg_backend_t *b = tg_list_empty(&r->queue) ? pick(r) : NULL;
+    if (job->pin && has_room(job->pin))
+        b = job->pin; /* a scatter's part for this backend */
+    job->pin = NULL;  /* resubmitted, it goes wherever there is room */
     if (b) {
         send_to(g, job, b);
         return;
@@ -440,7 +456,6 @@ static void live_insert(tg_gate_t *g, tg_job_t *job)
 
 static void arrive(tg_gate_t *g, tg_job_t *job)
 {
-    tg_timer_init(&job->timer, deadline);
     if (g->stopped) {
         job->route = NULL;
         answer(g, job, tg_answer_error(job, 503, "shutting_down", "the server is stopping"));
@@ -454,6 +469,32 @@ static void arrive(tg_gate_t *g, tg_job_t *job)
         tg_job_free(job);
         return;
     }
+    if (r->cfg.mode == TG_ROUTE_SCATTER) {
+        tg_scatter_start(g, r, job);
+        return;
+    }
+    tg_gate__admit(g, r, job);
+}
+
+void tg_gate__hold(tg_gate_t *g, tg_job_t *job)
+{
+    live_insert(g, job);
+}
+
+void tg_gate__unhold(tg_gate_t *g, tg_job_t *job)
+{
+    (void)g;
+    tg_link_remove(&job->live);
+}
+
+uint64_t tg_gate__next_id(tg_gate_t *g)
+{
+    return atomic_fetch_add_explicit(&g->next_id, 1, memory_order_relaxed);
+}
+
+void tg_gate__admit(tg_gate_t *g, gate_route_t *r, tg_job_t *job)
+{
+    tg_timer_init(&job->timer, deadline);
     job->route = r;
     if ((job->cache & TG_JOB_CACHE_STORE) && cache_arrive(g, job))
         return;
@@ -582,6 +623,7 @@ tg_gate_t *tg_gate_create(const tg_gate_cfg_t *cfg, const tg_routes_t *routes, t
     g->proto = tg_backend_proto;
     g->proto.ctx = g;
     tg_list_init(&g->live);
+    tg_list_init(&g->gathers);
     tg_list_init(&g->backends);
     tg_timer_init(&g->ping, ping_tick);
     tg_cache_init(&g->cache, &home->wheel, cfg->cache_size, &g->stats.cache);
@@ -669,6 +711,7 @@ void tg_gate_destroy(tg_gate_t *g)
         return;
     tg_dialers_destroy(g->dialers);
     tg_cache_fini(&g->cache); /* flights only link jobs: those are freed below */
+    tg_scatter_destroy_all(g);
     /* Jobs whose clients' loops are gone (a start that failed half-way): their
      * memory only; their timers' wheel is gone too. */
     for (size_t i = 0; i < g->jobs.cap; i++)

@@ -69,6 +69,11 @@ typedef struct tg_gate_stats {
     tg_counter_t answers_dropped; /* answers whose client had gone */
     tg_counter_t lz4_out;      /* frames sent LZ4-compressed */
     tg_counter_t lz4_in;       /* frames received LZ4-compressed */
+    tg_counter_t lz4_before;   /* those frames (both ways), header included, uncompressed */
+    tg_counter_t lz4_after;    /* and as they were on the wire */
+    tg_counter_t scatters;     /* jobs of scatter routes, made into parts */
+    tg_counter_t parts;        /* their parts */
+    tg_counter_t partial;      /* scatters answered with parts missing */
     tg_cache_stats_t cache;    /* the reply cache */
 } tg_gate_stats_t;
 

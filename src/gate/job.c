@@ -53,7 +53,7 @@ static tg_job_t *job_from(const tg_route_t *r, tg_wire_enc_t *e, tg_conn_id_t cl
 {
     if (key.len)
         tg_wire_put(e, TG_BK_K_KEY, key.p, key.len);
-    if (!r->cache_ttl_ms)
+    if (!tg_route_caches(r))
         path.len = 0;
     if (e->nomem || e->len > UINT32_MAX || path.len > UINT32_MAX)
         return NULL;

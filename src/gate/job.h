@@ -47,6 +47,7 @@ enum {
 struct gate_route;
 struct tg_backend;
 struct gate_key;
+struct tg_gather;
 
 typedef struct tg_job {
     tg_mail_t          mail;     /* client loop -> gate loop */
@@ -64,6 +65,9 @@ typedef struct tg_job {
     tg_cache_flight_t *flight;   /* while leading or waiting in a flight */
     tg_cache_key_t     cache_key; /* with TG_JOB_CACHE_STORE */
     uint8_t            cache;    /* TG_JOB_CACHE_* bits; 0 on routes that do not cache */
+    struct tg_gather  *gather;   /* a scatter's part: its answer goes there, not to a client */
+    struct tg_backend *pin;      /* a scatter's part for every backend: its own, while it has room */
+    uint16_t           part;     /* a scatter's part: which */
     uint16_t           attempt;
     uint8_t            state;    /* tg_job_state_t */
     uint8_t            kind;     /* tg_job_kind_t */

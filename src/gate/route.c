@@ -69,6 +69,32 @@ int tg_route_parse_key(const char *s, tg_route_t *r)
     return -EINVAL;
 }
 
+int tg_route_parse_mode(const char *s, uint8_t *out)
+{
+    if (strcmp(s, "single") == 0)
+        *out = TG_ROUTE_SINGLE;
+    else if (strcmp(s, "scatter") == 0)
+        *out = TG_ROUTE_SCATTER;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+int tg_route_parse_reduce(const char *s, tg_route_t *r)
+{
+    if (strcmp(s, "concat") == 0 || strcmp(s, "merge") == 0) {
+        r->reduce = s[0] == 'c' ? TG_REDUCE_CONCAT : TG_REDUCE_MERGE;
+        r->reducer[0] = '\0';
+        return 0;
+    }
+    size_t n = strlen(s);
+    if (!tg_route_name_valid(s, n))
+        return -EINVAL;
+    r->reduce = TG_REDUCE_ROUTE;
+    memcpy(r->reducer, s, n + 1);
+    return 0;
+}
+
 static bool auto_route(const tg_routes_t *t, tg_str_t name, tg_route_t *out)
 {
     if (!t->auto_routes || !tg_route_name_valid(name.p, name.len))

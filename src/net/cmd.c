@@ -107,7 +107,7 @@ static int parse(const char *p, size_t n, tg_cmd_t *cmd, const char **why)
         tg_cmd_op_t op;
     } ops[] = {
         { "sub", TG_CMD_SUB },   { "unsub", TG_CMD_UNSUB }, { "pub", TG_CMD_PUB },
-        { "ping", TG_CMD_PING }, { "call", TG_CMD_CALL },
+        { "ping", TG_CMD_PING }, { "call", TG_CMD_CALL }, { "hello", TG_CMD_HELLO },
     };
     tg_json_member_t m[TG_CMD_MEMBERS_MAX];
 
@@ -166,6 +166,9 @@ static int parse(const char *p, size_t n, tg_cmd_t *cmd, const char **why)
         if (!name_value(v, &cmd->route))
             return refuse(why, "bad route");
     }
+    if (cmd->op == TG_CMD_HELLO && (v = find(m, count, "compress")) &&
+        !tg_json_plain_string(*v, &cmd->compress))
+        return refuse(why, "bad compress");
     if (cmd->op == TG_CMD_PUB || cmd->op == TG_CMD_CALL) {
         if (!(v = find(m, count, "data")))
             return refuse(why, "missing data");

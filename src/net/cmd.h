@@ -35,6 +35,7 @@ typedef enum tg_cmd_op {
     TG_CMD_PUB,     /* {"op":"pub","ch":NAME,"data":VALUE[,"id":ID]} */
     TG_CMD_PING,    /* {"op":"ping"[,"id":ID]} */
     TG_CMD_CALL,    /* {"op":"call","route":NAME,"data":VALUE,"id":ID} (the gate) */
+    TG_CMD_HELLO,   /* {"op":"hello"[,"compress":CODEC][,"id":ID]} (the transport's) */
 } tg_cmd_op_t;
 
 typedef struct tg_cmd {
@@ -45,6 +46,7 @@ typedef struct tg_cmd {
     tg_pos_t    from;
     tg_str_t    data;     /* PUB, CALL: raw JSON value */
     tg_str_t    route;    /* CALL: a name as for channels */
+    tg_str_t    compress; /* HELLO: the codec asked for (a plain string); len 0 when absent */
 } tg_cmd_t;
 
 #define TG_CMD_MEMBERS_MAX 32 /* members in one command, ignored ones included */

@@ -1,6 +1,6 @@
 /* net/frame.h - reading TCP frames (include/tidegate/frames.h) from a byte
- * stream in any split, with the size limit checked on the header. A pure codec:
- * no connection, no allocation but the caller's buffer chunks. Loop thread. */
+ * stream in any split, with the size limit checked on the header; packing and
+ * unpacking LZ4 frames. A pure codec: no connection, no state. Loop thread. */
 #ifndef TG_NET_FRAME_H
 #define TG_NET_FRAME_H
 
@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/shared.h"
 #include "tidegate/frames.h"
 
 typedef enum tg_frame_result {
@@ -39,5 +40,21 @@ static inline bool tg_frame_reader_busy(const tg_frame_reader_t *r)
 }
 /* Writes a frame header for <len> body bytes of <type>; returns TG_FRAME_HEADER. */
 size_t tg_frame_header(uint8_t out[TG_FRAME_HEADER], uint8_t type, uint32_t len);
+
+/* Unpacks the body of an LZ4 frame: a u32 BE length N, then an LZ4 block that
+ * must decompress to exactly N bytes, the inner frame's type and body. N - 1
+ * over <max> is refused before anything is decompressed, so memory and time
+ * stay bounded by <max> whatever the block says. On success, *<out> is a
+ * malloc'd block of N bytes (the caller frees it), its first byte the inner
+ * type: JSON or BINARY (the caller decides whether that direction allows it).
+ * Returns 0, -EMSGSIZE (too big), -EPROTO (malformed) or -ENOMEM, with a
+ * static reason in <*why>. */
+int tg_frame_lz4_unpack(const tg_buf_t *body, uint32_t max, uint8_t **out, uint32_t *n,
+                        const char **why);
+
+/* A whole LZ4 frame holding <inner>,<n> (an inner frame's type byte, then its
+ * body), in a new shared block (one reference for the caller). NULL when the
+ * LZ4 frame would not be shorter than the plain one, or memory is short. */
+tg_shared_t *tg_frame_lz4_pack(const uint8_t *inner, size_t n);
 
 #endif

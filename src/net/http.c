@@ -97,6 +97,8 @@ void tg_http_limits_default(tg_http_limits_t *l)
     l->keepalive_timeout_ms = 75000;
     l->send_timeout_ms = 60000;
     l->max_out = 256 * 1024;
+    l->gzip_min = 128;
+    l->gzip_level = 1;
 }
 
 const char *tg_http_reason(int status)
@@ -406,18 +408,78 @@ static const char *date_line(tg_http_loop_t *hl)
     return hl->date;
 }
 
+/* Whether header lines <extra> (each ending in CRLF) include one named <name>
+ * whose value holds <token> (NULL: any value). Case-insensitive. */
+static bool extra_has(const char *extra, const char *name, const char *token)
+{
+    size_t nlen = strlen(name);
+    for (const char *line = extra; line && *line;) {
+        const char *eol = strstr(line, "\r\n");
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        if (len > nlen && line[nlen] == ':' && strncasecmp(line, name, nlen) == 0) {
+            if (!token)
+                return true;
+            size_t tlen = strlen(token);
+            for (const char *v = line + nlen + 1; v + tlen <= line + len; v++)
+                if (strncasecmp(v, token, tlen) == 0)
+                    return true;
+        }
+        line = eol ? eol + 2 : line + len;
+    }
+    return false;
+}
+
+/* Whether the client takes gzip: every Accept-Encoding line read together. */
+static bool accepts_gzip(const tg_http_req_t *req)
+{
+    tg_gzip_accept_t a;
+    tg_gzip_accept_init(&a);
+    for (unsigned i = 0; i < req->nheaders; i++) {
+        const tg_http_header_t *h = &req->headers[i];
+        if (h->name.len == 15 && strncasecmp(h->name.p, "accept-encoding", 15) == 0)
+            tg_gzip_accept_parse(&a, h->value.p, h->value.len);
+    }
+    return tg_gzip_accept_wants(&a);
+}
+
+/* Whether this response could be gzipped, were it asked for. No-transform
+ * (RFC 9111 5.2.2.6) is a backend's way of saying no. */
+static bool gzip_eligible(const tg_http_limits_t *lim, int status, const char *content_type,
+                          const char *extra, size_t len)
+{
+    return lim->gzip_level > 0 && len > 0 && len >= lim->gzip_min && status >= 200 &&
+           status != 204 && status != 304 && tg_gzip_type_ok(content_type) &&
+           !extra_has(extra, "content-encoding", NULL) &&
+           !extra_has(extra, "cache-control", "no-transform");
+}
+
 void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, const char *extra,
                      const void *body, size_t len)
 {
     http_conn_t *hc = tg_container_of(req, http_conn_t, req);
     tg_conn_t *c = hc->conn;
     tg_http_loop_t *hl = loop_of(hc);
+    const tg_http_limits_t *lim = &hc->srv->limits;
     TG_ASSERT(!hc->responded);
     hc->responded = true;
     if (!req->keep_alive)
         hc->close_after = true;
     const char *conn_hdr = hc->close_after ? "Connection: close\r\n"
                            : req->minor == 0 ? "Connection: keep-alive\r\n" : "";
+    /* HEAD is not compressed (its length would cost the compression), but
+     * says Vary like the GET it stands for. */
+    bool vary = gzip_eligible(lim, status, content_type, extra, len);
+    tg_buf_t gz = TG_BUF_INIT;
+    bool gzipped = false;
+    if (vary && !req->head && accepts_gzip(req)) {
+        int rc = tg_gzip_compress(&hl->gzip, lim->gzip_level, body, len, &gz, &c->loop->chunks);
+        gzipped = rc == 0;
+        if (!gzipped)
+            tg_buf_clear(&gz, &c->loop->chunks); /* not smaller, or short of memory: as is */
+    }
+    const char *coding = gzipped ? "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n"
+                         : vary  ? "Vary: Accept-Encoding\r\n"
+                                 : "";
     char head[512];
     int n;
     if (status == 204 || status == 304) /* RFC 9110 8.6: no body, no length */
@@ -426,20 +488,35 @@ void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, c
     else
         n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nServer: %s\r\n%sContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\n%s",
+                     "Content-Length: %zu\r\n%s%s",
                      status, tg_http_reason(status), hc->srv->server_name, date_line(hl),
-                     content_type, len, conn_hdr);
-    if (n < 0 || (size_t)n >= sizeof(head))
+                     content_type, gzipped ? gz.len : len, coding, conn_hdr);
+    if (n < 0 || (size_t)n >= sizeof(head)) {
         n = snprintf(head, sizeof(head), "HTTP/1.1 500 Internal Server Error\r\n"
                                          "Content-Length: 0\r\nConnection: close\r\n");
+        gzipped = false;
+        len = 0;
+        extra = NULL;
+    }
     if (tg_conn_write(c, head, (size_t)n) != 0)
-        return;
+        goto done;
     if (extra && tg_conn_write(c, extra, strlen(extra)) != 0)
-        return;
+        goto done;
     if (tg_conn_write(c, "\r\n", 2) != 0)
-        return;
-    if (!req->head && len > 0 && status != 204 && status != 304)
+        goto done;
+    if (gzipped) {
+        tg_counter_add(&hl->gzip_before, len);
+        tg_counter_add(&hl->gzip_after, gz.len);
+        struct iovec iov;
+        while (!tg_buf_empty(&gz)) {
+            tg_buf_iov(&gz, &iov, 1);
+            if (tg_conn_write(c, iov.iov_base, iov.iov_len) != 0)
+                goto done;
+            tg_buf_consume(&gz, &c->loop->chunks, iov.iov_len);
+        }
+    } else if (!req->head && len > 0 && status != 204 && status != 304) {
         (void)tg_conn_write(c, body, len);
+    }
     tg_counter_add(&hl->responses[status / 100 <= 5 ? status / 100 : 0], 1);
     if (hc->deferred) {
         hc->deferred = false;
@@ -448,6 +525,8 @@ void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, c
         if (!hc->in_dispatch)
             answered_later(hc);
     }
+done:
+    tg_buf_clear(&gz, &c->loop->chunks);
 }
 
 void tg_http_respond_head(tg_http_req_t *req, int status, const char *extra)
@@ -921,6 +1000,7 @@ void tg_http_server_fini(tg_http_server_t *s)
         tg_pool_fini(&s->loops[i].states);
         tg_pool_fini(&s->loops[i].small_heads);
         tg_pool_fini(&s->loops[i].heads);
+        tg_gzip_fini(&s->loops[i].gzip);
     }
     free(s->loops);
     s->loops = NULL;

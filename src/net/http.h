@@ -25,6 +25,7 @@
 #include "core/loop.h"
 #include "core/pool.h"
 #include "net/close.h"
+#include "net/gzip.h"
 
 typedef struct tg_http_limits {
     uint32_t max_uri;              /* request-target bytes: 414 past it */
@@ -36,6 +37,8 @@ typedef struct tg_http_limits {
     uint32_t keepalive_timeout_ms; /* idle between requests: quiet close */
     uint32_t send_timeout_ms;      /* output not moving: close */
     uint32_t max_out;              /* queued output that pauses reading */
+    uint32_t gzip_min;             /* bodies this long or longer may be gzipped */
+    int      gzip_level;           /* 1..9; 0: never gzip */
 } tg_http_limits_t;
 
 typedef struct tg_http_header {
@@ -67,6 +70,9 @@ typedef struct tg_http_loop {
     tg_pool_t    heads;    /* larger ones: max_header_size + max_headers index */
     tg_counter_t requests; /* requests dispatched */
     tg_counter_t responses[6]; /* by class: [1] 1xx ... [5] 5xx */
+    tg_gzip_t    gzip;     /* the loop's deflater, made on first use */
+    tg_counter_t gzip_before; /* body bytes of gzipped responses, before */
+    tg_counter_t gzip_after;  /* and after */
     int64_t      date_sec; /* second <date> was formatted for */
     char         date[40]; /* "Date: ...\r\n" */
 } tg_http_loop_t;
@@ -89,8 +95,11 @@ void tg_http_server_fini(tg_http_server_t *s);
 
 /* Queues a whole response. <extra> holds further header lines, each ending in
  * CRLF (may be NULL). For HEAD, the body is counted in Content-Length but not
- * sent. Statuses >= 400 close the connection afterwards only when <req> said
- * so or the error makes the connection unusable; see tg_http_respond_error. */
+ * sent. The body is gzipped when the request accepts it, it is at least
+ * limits.gzip_min bytes, its type is worth it (tg_gzip_type_ok), <extra> sets
+ * no Content-Encoding nor Cache-Control: no-transform, and the status carries
+ * a body; such responses say Vary: Accept-Encoding whether gzipped or not.
+ * Statuses >= 400 close the connection afterwards only when <req> said so or the error makes the connection unusable; see tg_http_respond_error. */
 void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, const char *extra,
                      const void *body, size_t len);
 

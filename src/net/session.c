@@ -1,6 +1,7 @@
 /* net/session.c - see session.h. */
 #include "net/session.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "core/log.h"
@@ -76,6 +77,19 @@ void tg_session_command(tg_session_t *s, const char *p, size_t n)
         return;
     }
     s->bad_commands = 0;
+    if (cmd.op == TG_CMD_HELLO) {
+        if (s->transport->hello) {
+            s->transport->hello(s, &cmd);
+        } else { /* nothing to negotiate here: no "compress" in the answer */
+            char buf[96];
+            int k = cmd.id.len && cmd.id.len < 64
+                        ? snprintf(buf, sizeof(buf), "{\"type\":\"hello\",\"id\":%.*s}",
+                                   (int)cmd.id.len, cmd.id.p)
+                        : snprintf(buf, sizeof(buf), "{\"type\":\"hello\"}");
+            s->transport->send_json(s, "hello", NULL, buf, (size_t)k);
+        }
+        return;
+    }
     s->hub->on_command(s->hub, s, &cmd);
 }
 

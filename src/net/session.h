@@ -33,6 +33,7 @@ enum {
     TG_SLOT_SSE,
     TG_SLOT_STREAM,
     TG_SLOT_FRAME,     /* TCP frame */
+    TG_SLOT_FRAME_LZ4, /* TCP frame in an LZ4 frame, or the plain one when that is no shorter */
     TG_SLOTS
 };
 
@@ -50,6 +51,9 @@ typedef struct tg_transport {
     size_t (*backlog)(tg_session_t *s);
     /* Ends the session: <code> is a tg_close_t; <why> is for the client. */
     void   (*close)(tg_session_t *s, int code, const char *why);
+    /* Answers a hello (features of the transport, such as compression); NULL:
+     * the transport has none to offer, and the answer says so. */
+    void   (*hello)(tg_session_t *s, const tg_cmd_t *cmd);
 } tg_transport_t;
 
 /* What the application does with sessions (set once at boot). */
@@ -93,7 +97,8 @@ void tg_session_conn_drained(tg_conn_t *c);
  * HTTP, a backend link): for code that finds a connection by id. */
 tg_session_t *tg_session_of(tg_conn_t *c);
 /* Parses a command in <p>,<n> and hands it to the hub, or replies an error
- * (closing after too many bad ones in a row). */
+ * (closing after too many bad ones in a row). A hello is the transport's,
+ * never the hub's. */
 void tg_session_command(tg_session_t *s, const char *p, size_t n);
 
 #endif

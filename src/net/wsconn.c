@@ -88,8 +88,11 @@ static tg_shared_t *encode(const tg_msgview_t *m, tg_conn_t *c, tg_wsconn_server
     if (deflate_bits && b.len >= TG_WS_DEFLATE_MIN) {
         tg_buf_t z = TG_BUF_INIT;
         if (tg_ws_deflate(&ws->zlib[c->loop->id], deflate_bits, b.p, b.len, &z,
-                          &c->loop->chunks) == 0)
-            f = frame_of(opcode, true, &z, NULL, z.len);
+                          &c->loop->chunks) == 0 &&
+            (f = frame_of(opcode, true, &z, NULL, z.len)) != NULL) {
+            tg_counter_add(&ws->loops[c->loop->id].deflate_before, b.len);
+            tg_counter_add(&ws->loops[c->loop->id].deflate_after, z.len);
+        }
         tg_buf_clear(&z, &c->loop->chunks);
     } else {
         f = frame_of(opcode, false, NULL, b.p, b.len);
@@ -173,8 +176,13 @@ static void on_message(ws_conn_t *w, const tg_ws_event_t *ev)
     }
     if (ev->compressed) {
         tg_buf_t plain = TG_BUF_INIT;
+        size_t wire = msg->len;
         int rc = tg_ws_inflate(&w->srv->zlib[c->loop->id], msg, w->srv->cfg.max_message, &plain,
                                &c->loop->chunks);
+        if (rc == 0) {
+            tg_counter_add(&w->srv->loops[c->loop->id].deflate_before, plain.len);
+            tg_counter_add(&w->srv->loops[c->loop->id].deflate_after, wire);
+        }
         tg_buf_clear(msg, &c->loop->chunks);
         *msg = plain;
         if (rc != 0) {
@@ -308,8 +316,11 @@ int tg_wsconn_server_init(tg_wsconn_server_t *ws, const tg_wsconn_cfg_t *cfg, tg
     ws->hub = hub;
     ws->nloops = nloops;
     ws->zlib = calloc((size_t)nloops, sizeof(*ws->zlib));
-    if (!ws->zlib)
+    ws->loops = calloc((size_t)nloops, sizeof(*ws->loops));
+    if (!ws->zlib || !ws->loops) {
+        tg_wsconn_server_fini(ws);
         return -ENOMEM;
+    }
     for (int i = 0; i < nloops; i++)
         if (tg_ws_zlib_init(&ws->zlib[i]) != 0) {
             tg_wsconn_server_fini(ws);
@@ -332,7 +343,9 @@ void tg_wsconn_server_fini(tg_wsconn_server_t *ws)
     for (int i = 0; ws->zlib && i < ws->nloops; i++)
         tg_ws_zlib_fini(&ws->zlib[i]);
     free(ws->zlib);
+    free(ws->loops);
     ws->zlib = NULL;
+    ws->loops = NULL;
 }
 
 /* ---- handshake ---- */

@@ -18,12 +18,19 @@ typedef struct tg_wsconn_cfg {
     uint32_t ping_ms;      /* ping an idle client this often; 0 = never */
 } tg_wsconn_cfg_t;
 
+/* Per loop, written by that loop only. */
+typedef struct tg_wsconn_loop {
+    tg_counter_t deflate_before; /* message payloads deflated or inflated, uncompressed */
+    tg_counter_t deflate_after;  /* the same, compressed */
+} tg_wsconn_loop_t;
+
 typedef struct tg_wsconn_server {
-    tg_proto_t      proto;
-    tg_wsconn_cfg_t cfg;
-    tg_hub_t       *hub;
-    int             nloops;
-    tg_ws_zlib_t   *zlib;   /* one per loop: permessage-deflate keeps no per-connection state */
+    tg_proto_t        proto;
+    tg_wsconn_cfg_t   cfg;
+    tg_hub_t         *hub;
+    int               nloops;
+    tg_ws_zlib_t     *zlib;  /* one per loop: permessage-deflate keeps no per-connection state */
+    tg_wsconn_loop_t *loops; /* by loop id */
 } tg_wsconn_server_t;
 
 /* Messages shorter than this go out uncompressed: alone, a tiny JSON message

@@ -19,6 +19,15 @@ Modes (--mode):
                 1 GiB body (a PUSH, id 0) and nothing more
     unknown-id  replies (as echo would) to job ID+1000000 instead of ID, and
                 never to ID itself
+    mirror      status 200, body = the request body, and each request header
+                "X-Reply-NAME: VALUE" becomes the reply header "NAME: VALUE"
+                (content-type, content-encoding, cache-control, ...)
+
+    parts       for scatter routes: a part whose body is a JSON array of
+                numbers gets them doubled; with no body, [NAME]; on path
+                /object, {NAME: PART}; a reducer's job (parts but no
+                part) gets {"parts": N, "missing": [...], "sum": the sum
+                of the numbers in every part's array}
     cache       for the gate's reply cache: the reply tells which job made it
                 (header "x-job: ID", JSON {"job","path","query","user","data"});
                 http: query parameters status=N (reply status), ttl=MS (pair
@@ -65,7 +74,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tidegate_backend as tb  # noqa: E402
 
-MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick", "cache")
+MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick", "mirror",
+         "parts", "cache")
 
 
 def parse_args(argv):
@@ -132,6 +142,12 @@ def main(argv=None):
             raise tb.JobError("test_error", "mode error (%s)" % name, status=502)
         if args.mode == "cache":
             return cache_reply(job)
+        if args.mode == "parts":
+            return parts_reply(job)
+        if args.mode == "mirror":
+            return tb.Reply(status=200, body=job.body,
+                            headers=[(k[len("x-reply-"):], v) for k, v in job.headers
+                                     if k.lower().startswith("x-reply-")])
         reply = tb.Reply(status=200,
                          headers=[("x-backend", name), ("x-job", str(job.id)),
                                   ("x-attempt", str(job.attempt))],
@@ -160,6 +176,20 @@ def main(argv=None):
                         data=made,
                         cache_ttl=int(opts["ttl"]) if "ttl" in opts else None,
                         set_user=opts.get("login"))
+    def parts_reply(job):
+        if job.parts is not None and job.part is None:      # a reducer's job
+            out = {"parts": job.parts, "missing": job.missing,
+                   "sum": sum(sum(json.loads(v)) for v in job.part_replies.values())}
+        elif job.path == "/object":
+            out = {name: job.part}
+        else:
+            text = job.body if job.kind == "http" else (job.data_text or "").encode()
+            got = json.loads(text) if text else None
+            out = [x * 2 for x in got] if isinstance(got, list) else [name]
+        if job.kind == "call":
+            return tb.Reply(status=200, data=out)
+        return tb.Reply(status=200, headers=[("content-type", "application/json")],
+                        body=json.dumps(out).encode())
 
     backend = tb.Backend(args.routes, name=name, capacity=args.capacity, connect=args.connect,
                          workers=args.workers, on_done=on_done, on_connect=on_connect,

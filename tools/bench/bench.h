@@ -97,6 +97,7 @@ typedef struct bench {
     int             subs, channels, rate, count, size, pub_conns, duration_s;
     double          connect_rate, churn_rate, idle_s, drain_s, settle_s, connect_timeout_s;
     bool            pub_random;
+    bool            resume;            /* ws: reconnect from the last position when closed */
     int             pids[BENCH_MAX_PIDS], npids;
     int             max_inflight;      /* connects not yet answered, at most */
     uint64_t        deadline_ns;       /* --duration from start: nothing runs past it */
@@ -112,7 +113,7 @@ typedef struct bench {
     /* subscriber results (main thread) */
     hist_t          hist;
     tally_t         main, churn;       /* first connections, and reconnected ones */
-    uint64_t        connected, connect_errors, closed_early, churned, other_msgs;
+    uint64_t        connected, connect_errors, closed_early, churned, other_msgs, resumed;
     uint64_t        t_last_rx_ns;
 } bench_t;
 

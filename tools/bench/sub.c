@@ -46,6 +46,7 @@ typedef struct sub {
     uint32_t  frag_len;
     char      key[25];      /* Sec-WebSocket-Key of this incarnation */
     char     *pos;          /* poll: since= (tidegate) or "Last-Modified\nEtag" (nchan) */
+    char      last_pos[32]; /* --resume: the last message's "pos" */
 } sub_t;
 
 static sub_t  *S;
@@ -169,6 +170,16 @@ static void record_all(sub_t *s, const char *p, size_t n)
         B.other_msgs++; /* a notice: tidegate's sub, an Nchan or Pushpin keep-alive */
         return;
     }
+    if (B.resume) { /* the envelope's position, for a resume after a close */
+        const char *pos = NULL;
+        for (const char *x = p; (x = memmem(x, (size_t)(end - x), "\"pos\":\"", 7)); x += 7)
+            pos = x + 7;
+        const char *e = pos ? memchr(pos, '"', (size_t)(end - pos)) : NULL;
+        if (e && (size_t)(e - pos) < sizeof(s->last_pos)) {
+            memcpy(s->last_pos, pos, (size_t)(e - pos));
+            s->last_pos[e - pos] = '\0';
+        }
+    }
     while (q) {
         q += 6;
         const char *nq = memmem(q, (size_t)(end - q), "\"seq\":", 6);
@@ -205,10 +216,13 @@ static int send_request(sub_t *s, int idx)
             memcpy(raw + k, &r, 8);
         }
         bench_base64(raw, 16, s->key);
+        const char *sep = strchr(u.path, '?') ? "&" : "?";
         n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     u.path, u.host, u.port, s->key);
+                     "GET %s%s%s%s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13"
+                     "\r\n\r\n",
+                     u.path, s->last_pos[0] ? sep : "", s->last_pos[0] ? "from=" : "",
+                     s->last_pos, u.host, u.port, s->key);
     } else if (B.transport == T_SSE) {
         n = snprintf(req, sizeof(req),
                      "GET %s HTTP/1.1\r\nHost: %s:%u\r\nAccept: text/event-stream\r\n"
@@ -393,6 +407,13 @@ static int ws_frames(sub_t *s, char *b, size_t *rpos, size_t len)
                 return -1;
             }
             ws_send(s, TG_WS_OP_CLOSE, (const uint8_t *)pl, n >= 2 ? 2 : 0);
+            if (B.resume && s->last_pos[0]) {
+                /* Cut (a slow consumer, say): come back for what came after. */
+                B.resumed++;
+                sub_close(s, true);
+                dial((int)(s - S));
+                return -1;
+            }
             sub_fail(s, E_CLOSED, "the server sent a WebSocket close", pl, (size_t)n);
             return -1;
         } else if (op == TG_WS_OP_CONT) {

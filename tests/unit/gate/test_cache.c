@@ -186,7 +186,12 @@ static void prepare_caches_reads_and_calls_and_keeps_private_replies_apart(void 
     tg_job_t *off = job_with(TG_JOB_HTTP, "GET", NULL);
     tg_cache_prepare(off, &r, false);
     assert_int_equal(off->cache, 0);
-    free(get), free(post), free(call), free(anon), free(ann), free(bob), free(off);
+    /* A scatter's answer is the gate's own: never cached, whatever its route says. */
+    tg_route_t sc = { .name = "s", .cache_ttl_ms = 1000, .mode = TG_ROUTE_SCATTER };
+    tg_job_t *part = job_with(TG_JOB_HTTP, "GET", NULL);
+    tg_cache_prepare(part, &sc, false);
+    assert_int_equal(part->cache, 0);
+    free(get), free(post), free(call), free(anon), free(ann), free(bob), free(off), free(part);
 }
 
 /* ---- the store ---- */

@@ -395,6 +395,20 @@ static void refusal_without_why_and_cleared_command(void **state)
     assert_false(c.has_from);
 }
 
+static void hello_with_and_without_compress(void **state)
+{
+    tg_cmd_t c;
+    parse_ok("{\"op\":\"hello\",\"compress\":\"lz4\",\"id\":3}", &c);
+    assert_int_equal(c.op, TG_CMD_HELLO);
+    assert_true(str_is(c.compress, "lz4"));
+    assert_true(str_is(c.id, "3"));
+    parse_ok("{\"op\":\"hello\"}", &c);
+    assert_int_equal(c.op, TG_CMD_HELLO);
+    assert_int_equal(c.compress.len, 0);
+    static const char bad[] = "{\"op\":\"hello\",\"compress\":5}";
+    parse_refused(bad, sizeof(bad) - 1, "bad compress");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +426,7 @@ int main(void)
         cmocka_unit_test(every_refusal_names_its_reason),
         cmocka_unit_test(embedded_nul_is_refused),
         cmocka_unit_test(refusal_without_why_and_cleared_command),
+        cmocka_unit_test(hello_with_and_without_compress),
     };
     if (getenv("TG_TEST_FILTER")) /* e.g. TG_TEST_FILTER='pos*' */
         cmocka_set_test_filter(getenv("TG_TEST_FILTER"));
