@@ -27,6 +27,14 @@
 #      answers at once, so a plain kill -9 often finds no job on that backend;
 #      FREEZE_MS=100 stops it first so that jobs are surely caught in flight.
 #
+#   3. Reply cache (PARTS=cache, not run by default): a fresh tidegate whose route
+#      "cached" (/cached/) keeps replies CACHE_TTL, beside the uncached /echo/, one
+#      examples/echo serving both; nginx with proxy_cache (+ proxy_cache_lock) on
+#      /cached/ and plain proxy_pass on /echo/, in front of echo-http. wrk GET on
+#      each path, each proxy; printed: requests/s, p99 and the requests that reached
+#      the backend during the run (tidegate: gate replies from /stats; nginx: its
+#      log of responses that were not cache hits).
+#
 # No process is pinned: every one shares the box's cores (2 here) with wrk's one
 # thread, which is why CPU per request is printed next to requests/s.
 #
@@ -44,7 +52,9 @@
 #                     quick as examples/echo it often holds no job at that instant)
 #   BODY_SIZE=1024    POST body bytes (at least 64)
 #   LZ4_MIN=          tidegate gate.lz4_min (empty: its default, 128; 0: never compress)
-#   PARTS="compare kill"  which parts to run
+#   PARTS="compare kill"  which parts to run (compare, kill, cache)
+#   CACHE_TTL=10s     part 3: how long a reply is kept (tidegate route.cached.cache,
+#                     nginx proxy_cache_valid 200)
 #   TIDEGATE, ECHO_BACKEND, ECHO_HTTP  the binaries (default build/release/...)
 #   KEEP_WRK=DIR      copy the raw wrk outputs into DIR
 # Exit status: 0 if every run was measured without a failed request, 1 otherwise.
@@ -67,6 +77,7 @@ FREEZE_MS=${FREEZE_MS:-0}
 BODY_SIZE=${BODY_SIZE:-1024}
 LZ4_MIN=${LZ4_MIN:-}
 PARTS=${PARTS:-compare kill}
+CACHE_TTL=${CACHE_TTL:-10s}
 [[ $DURATION =~ ^[0-9]+$ ]] && DURATION=${DURATION}s
 [[ $WARMUP =~ ^[0-9]+$ ]] && WARMUP=${WARMUP}s
 
@@ -82,8 +93,9 @@ for n in IO_THREADS ROUNDS CONNS KILL_CONNS; do
 done
 if ! [[ $BODY_SIZE =~ ^[0-9]+$ ]] || ((BODY_SIZE < 64)); then die "BODY_SIZE must be at least 64"; fi
 [[ -z $LZ4_MIN || $LZ4_MIN =~ ^[0-9]+$ ]] || die "LZ4_MIN must be a number of bytes"
+[[ $CACHE_TTL =~ ^[1-9][0-9]*(ms|s|m|h)$ ]] || die "CACHE_TTL must be a duration such as 10s"
 for p in $PARTS; do
-  [[ $p == compare || $p == kill ]] || die "unknown part $p (compare, kill)"
+  [[ $p == compare || $p == kill || $p == cache ]] || die "unknown part $p (compare, kill, cache)"
 done
 
 # seconds in a wrk duration (10s, 2m, 1h, 10)
@@ -218,7 +230,8 @@ gate_stat() { # NAME KEY
 # shellcheck disable=SC2317
 links_are() { [[ $(gate_stat "$1" links) == "$2" ]]; }
 
-# start_tidegate NAME: tidegate with the echo route on /echo/
+# start_tidegate NAME [cache]: tidegate with the echo route on /echo/ (and, with
+# "cache", the caching route "cached" on /cached/)
 start_tidegate() {
   local name=$1
   PORT[$name]=$(free_port)
@@ -227,6 +240,10 @@ start_tidegate() {
     echo "# bench/gate.sh: the echo backends' route, on the path nginx proxies"
     echo "route.echo.http = /echo/"
     [[ -z $LZ4_MIN ]] || echo "gate.lz4_min = $LZ4_MIN"
+    if [[ ${2:-} == cache ]]; then
+      echo "route.cached.http = /cached/"
+      echo "route.cached.cache = $CACHE_TTL"
+    fi
   } >"$TMP/$name.conf"
   spawn "$name" "$TMP/$name.log" "$TIDEGATE" --listen "127.0.0.1:${PORT[$name]}" \
     --backend-listen "127.0.0.1:${BPORT[$name]}" --io-threads "$IO_THREADS" \
@@ -235,12 +252,12 @@ start_tidegate() {
     { tail -n 20 "$TMP/$name.log" >&2; return 1; }
 }
 
-# start_echo NAME GATE: an examples/echo backend linked to tidegate GATE; waits
-# until GATE counts <links> links (the backends started so far)
+# start_echo NAME GATE LINKS [ROUTES]: an examples/echo backend linked to tidegate
+# GATE; waits until GATE counts <links> links (the backends started so far)
 start_echo() {
   local name=$1 gate=$2 links=$3
   spawn "$name" "$TMP/$name.log" "$ECHO_BACKEND" --connect "127.0.0.1:${BPORT[$gate]}" \
-    --routes echo --name "$name" --capacity 1024 --quiet
+    --routes "${4:-echo}" --name "$name" --capacity 1024 --quiet
   wait_for "$name" "link to $gate" links_are "$gate" "$links" ||
     { tail -n 20 "$TMP/$name.log" "$TMP/$gate.log" >&2; return 1; }
 }
@@ -260,7 +277,8 @@ start_nginx() {
   chmod 711 "$TMP" "$dir"
   PORT[nginx]=$(free_port)
   sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|${PORT[nginx]}|g" -e "s|@WORKERS@|$IO_THREADS|g" \
-    -e "s|@BACKEND_PORT@|${PORT[echo-http]}|g" bench/peers/nginx-gate.conf >"$dir/nginx.conf"
+    -e "s|@BACKEND_PORT@|${PORT[echo-http]}|g" -e "s|@CACHE_TTL@|$CACHE_TTL|g" \
+    bench/peers/nginx-gate.conf >"$dir/nginx.conf"
   # -e: the error log in the temp dir from the start (the compiled-in
   # /var/log/nginx/error.log may not be writable by this user)
   spawn nginx "$dir/stdout.log" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" \
@@ -449,6 +467,67 @@ kill_run() {
     "${K[resubmitted]} jobs resubmitted"
 }
 
+declare -A C=() # cache part results: C[proxy,path,{rps,p99,err,jobs}]
+
+# backend_requests PROXY: requests that reached the backend so far (nginx logs
+# only /cached/ ones: on /echo/ every request does)
+backend_requests() {
+  if [[ $1 == nginx ]]; then
+    wc -l <"$TMP/nginx/upstream.log" 2>/dev/null || echo 0
+  else
+    gate_stat "$1" replies
+  fi
+}
+
+# cache_wrk PROXY PATH: one measured wrk GET run (after a warm-up that also
+# fills the cache), with the backend requests counted around it
+cache_wrk() {
+  local proxy=$1 path=$2 url out j0 j1 rps p99 n errs
+  url="http://127.0.0.1:${PORT[$proxy]}$path"
+  out=$TMP/wrk-cache-$proxy-${path//\//}.txt
+  if [[ $(secs "$WARMUP") -gt 0 ]]; then
+    run_bg /dev/null timeout $(($(secs "$WARMUP") + 30)) wrk -t1 -c"$CONNS" -d"$WARMUP" "$url" || true
+  fi
+  j0=$(backend_requests "$proxy")
+  if ! run_bg "$out" timeout $((DUR_S + 60)) wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$url"; then
+    note "cache: $proxy $path: wrk failed or overran"
+    cat "$out" >&2
+    return 1
+  fi
+  j1=$(backend_requests "$proxy")
+  [[ -z ${KEEP_WRK:-} ]] || cp "$out" "$KEEP_WRK/"
+  read -r rps p99 n errs < <(wrk_figures "$out")
+  [[ $rps != - && $n -gt 0 ]] || { note "cache: cannot parse wrk output"; cat "$out" >&2; return 1; }
+  C[$proxy,$path,rps]=$rps
+  C[$proxy,$path,p99]=$p99
+  C[$proxy,$path,err]=$errs
+  C[$proxy,$path,jobs]=$((j1 - j0))
+  [[ $proxy != nginx || $path != /echo/ ]] || C[$proxy,$path,jobs]=all
+  ((errs == 0)) || FLAWED[cache]+=" $proxy $path had $errs errors;"
+  note "cache: $proxy $path: $rps req/s, p99 $p99 ms, ${C[$proxy,$path,jobs]} backend requests of $n"
+}
+
+# cache_part: tidegate's reply cache and nginx's proxy_cache, each beside its
+# uncached path, on fresh processes
+cache_part() {
+  local proxy path
+  start_tidegate tidegate-cache cache || return 1
+  start_echo echo tidegate-cache 1 echo,cached || return 1
+  start_echo_http || return 1
+  start_nginx || return 1
+  for proxy in tidegate-cache nginx; do
+    [[ $(curl -s --max-time 5 -o /dev/null -D - "http://127.0.0.1:${PORT[$proxy]}/cached/" |
+      tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache" { print tolower($2) }') != "" ]] ||
+      { note "cache: $proxy says no X-Cache on /cached/"; return 1; }
+  done
+  for path in /echo/ /cached/; do
+    for proxy in tidegate-cache nginx; do
+      cache_wrk "$proxy" "$path" || return 1
+    done
+  done
+  for name in nginx echo-http echo tidegate-cache; do stop_pid "$name"; done
+}
+
 # --- run ------------------------------------------------------------------
 # Other load on the box skews every figure: record it so a reader can tell.
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -495,6 +574,9 @@ if [[ " $PARTS " == *" compare "* ]]; then
 fi
 if [[ " $PARTS " == *" kill "* ]]; then
   kill_run || BROKEN[kill]="the kill run failed"
+fi
+if [[ " $PARTS " == *" cache "* ]]; then
+  cache_part || BROKEN[cache]="the cache run failed"
 fi
 
 # --- report ---------------------------------------------------------------
@@ -575,7 +657,30 @@ kind_label() { if [[ $1 == post ]]; then echo "POST /echo/ ${BODY_SIZE} B"; else
     printf '%-34s %s\n' "gate deadline/no_backend/overloaded" \
       "${K[deadline]:--}/${K[no_backend]:--}/${K[overloaded]:--}; links after: ${K[links]:--}"
   fi
+  if [[ " $PARTS " == *" cache "* ]]; then
+    echo
+    echo "Reply cache: GET, wrk -t1 -c$CONNS -d$DURATION --latency (after a ${WARMUP} warm-up that fills"
+    echo "the cache); tidegate route.cached.cache = $CACHE_TTL + examples/echo, nginx proxy_cache"
+    echo "(proxy_cache_valid 200 $CACHE_TTL, proxy_cache_lock on) + echo-http; /echo/ is not cached."
+    echo "backend = requests that reached the backend during the measured run."
+    printf '%-10s %11s %11s %7s %10s %10s %11s %11s\n' path "tg req/s" "ngx req/s" ratio \
+      "tg p99 ms" "ngx p99" "tg backend" "ngx backend"
+    for path in /echo/ /cached/; do
+      tr_=${C[tidegate-cache,$path,rps]:--} nr=${C[nginx,$path,rps]:--}
+      printf '%-10s %11s %11s %7s %10s %10s %11s %11s\n' "$path" "$tr_" "$nr" "$(ratio "$tr_" "$nr")" \
+        "${C[tidegate-cache,$path,p99]:--}" "${C[nginx,$path,p99]:--}" \
+        "${C[tidegate-cache,$path,jobs]:--}" "${C[nginx,$path,jobs]:--}"
+    done
+  fi
   echo
+  if [[ " $PARTS " == *" cache "* ]]; then
+    for path in /echo/ /cached/; do
+      echo "RESULT gate-cache path=$path conns=$CONNS ttl=$CACHE_TTL" \
+        "rps_tidegate=${C[tidegate-cache,$path,rps]:--} rps_nginx=${C[nginx,$path,rps]:--}" \
+        "p99_tidegate=${C[tidegate-cache,$path,p99]:--} p99_nginx=${C[nginx,$path,p99]:--}" \
+        "backend_tidegate=${C[tidegate-cache,$path,jobs]:--} backend_nginx=${C[nginx,$path,jobs]:--}"
+    done
+  fi
   if [[ " $PARTS " == *" compare "* ]]; then
     for kind in get post; do
       for ((r = 1; r <= ROUNDS; r++)); do
@@ -602,7 +707,7 @@ kind_label() { if [[ $1 == post ]]; then echo "POST /echo/ ${BODY_SIZE} B"; else
 }
 
 status=0
-for side in tidegate nginx kill; do
+for side in tidegate nginx kill cache; do
   if [[ -n ${BROKEN[$side]:-} ]]; then
     note "$side: ${BROKEN[$side]}; its figures are missing"
     status=1

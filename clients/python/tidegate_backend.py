@@ -473,7 +473,8 @@ class Reply:
     - ``data``: any JSON-serialisable value, sent as JSON text: a call's
       reply ``data``; for http, the body when there is no ``body``.
     - ``set_user``: bind the calling connection to this user id (a login).
-    - ``cache_ttl``: seconds the gate may cache the reply (reserved).
+    - ``cache_ttl``: milliseconds the gate may keep the reply in its cache, on
+      a route with ``cache`` set (overrides the route's TTL; 0: do not keep it).
 
     A handler may also return a dict or list (a data reply), bytes or str (a
     body), None (an empty 200), or raise JobError.

@@ -77,7 +77,7 @@ enum tg_bk_type {
 #define TG_BK_K_ATTEMPT   "attempt"   /* JOB: 1, then 2... when resubmitted */
 #define TG_BK_K_DEADLINE  "deadline_ms" /* JOB: milliseconds left to answer */
 #define TG_BK_K_STATUS    "status"    /* REPLY, ERROR: an HTTP status */
-#define TG_BK_K_CACHE_TTL "cache_ttl" /* REPLY: seconds the gate may cache it */
+#define TG_BK_K_CACHE_TTL "cache_ttl" /* REPLY: milliseconds the gate may cache it; 0: never */
 #define TG_BK_K_SET_USER  "set_user"  /* REPLY: bind the calling connection to this user */
 #define TG_BK_K_CODE      "code"      /* ERROR: a short name, e.g. "bad_input" */
 #define TG_BK_K_MESSAGE   "message"   /* ERROR, KICK: for people */

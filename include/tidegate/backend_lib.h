@@ -107,7 +107,9 @@ typedef struct tgb_reply {
     size_t              body_len;
     const void         *data;      /* sent when not NULL: JSON text (call; http without body) */
     size_t              data_len;
-    uint32_t            cache_ttl; /* sent when not 0: seconds the gate may cache it */
+    uint32_t            cache_ttl_ms; /* sent when not 0: milliseconds the gate may cache it
+                                       * (on a route with a cache; overrides its TTL) */
+    bool                no_cache;  /* sends cache_ttl 0: the gate must not cache it */
     const char         *set_user;  /* sent when not NULL: bind the calling connection */
 } tgb_reply_t;
 

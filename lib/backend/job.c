@@ -190,8 +190,8 @@ int tgb_job__reply(tg_wire_enc_t *e, uint64_t id, const tgb_reply_t *r, uint32_t
         tg_wire_put(e, TG_BK_K_BODY, r->body, r->body_len);
     if (r->data)
         tg_wire_put(e, TG_BK_K_DATA, r->data, r->data_len);
-    if (r->cache_ttl)
-        tg_wire_put_u64(e, TG_BK_K_CACHE_TTL, r->cache_ttl);
+    if (r->cache_ttl_ms || r->no_cache)
+        tg_wire_put_u64(e, TG_BK_K_CACHE_TTL, r->no_cache ? 0 : r->cache_ttl_ms);
     if (r->set_user)
         tg_wire_put_str(e, TG_BK_K_SET_USER, r->set_user);
     return tgb_job__end(e, max_body, lz4_min);

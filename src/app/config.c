@@ -95,6 +95,11 @@ const tg_config_key_t tg_config_keys[] = {
       "frame bodies this long or longer go LZ4-compressed to backends that take it; 0 = never" },
     { "gate.ping_interval", TG_CFG_DURATION, F(gate_ping_ms), 100, DAY_MS, "5s",
       "PING and DONE_BELOW on every backend link; silent for 3 intervals = link cut" },
+    { "gate.cache_size", TG_CFG_SIZE, F(gate_cache_size), 0, 1ull << 40, "64m",
+      "bytes the reply cache of routes with a cache TTL may hold; least recently used go first" },
+    { "admin.key", TG_CFG_STRING, F(admin_key), 0, 0, "",
+      "admin endpoints (/admin/...) want 'Authorization: Bearer KEY'; empty = peers on "
+      "127.0.0.1 or ::1 only" },
     { NULL },
 };
 
@@ -301,6 +306,21 @@ static int set_route(tg_config_t *cfg, const char *key, const char *value, char 
             return refuse(err, cap, "'%s': %s", key, msg);
         r->r.queue_max = tmp.gate_queue;
         r->set |= TG_RSET_QUEUE;
+    } else if (strcmp(field, "cache") == 0) {
+        static const char *const units[] = { "ms", "s", "m", "h", NULL };
+        static const uint64_t scale[] = { 1, 1000, 60000, 3600000 };
+        uint64_t ms;
+        /* "0" alone means off, as the unit of nothing does not matter. */
+        if (strcmp(value, "0") != 0 &&
+            (!parse_scaled(value, units, scale, true, &ms) || ms > 30 * DAY_MS))
+            return refuse(err, cap, "'%s' expects a duration up to 30 days such as 10s (0 = off), "
+                                    "not '%s'", key, value);
+        r->r.cache_ttl_ms = strcmp(value, "0") == 0 ? 0 : (uint32_t)ms;
+    } else if (strcmp(field, "cache_errors") == 0 || strcmp(field, "private") == 0) {
+        bool *b = field[0] == 'c' ? &r->r.cache_errors : &r->r.cache_private;
+        if (tg_config_set(&tmp, "gate.auto_routes", value, msg, sizeof(msg)))
+            return refuse(err, cap, "'%s' expects true or false, not '%s'", key, value);
+        *b = tmp.gate_auto_routes;
     } else if (strcmp(field, "mode") == 0) {
         if (tg_route_parse_mode(value, &r->r.mode) != 0)
             return refuse(err, cap, "'%s' expects single or scatter, not '%s'", key, value);
@@ -317,7 +337,8 @@ static int set_route(tg_config_t *cfg, const char *key, const char *value, char 
                                     "'%s'", key, value);
     } else {
         return refuse(err, cap, "'%s': unknown route field (http, call, policy, key, deadline, "
-                                "window, queue, mode, split, reduce)%s", key, "");
+                                "window, queue, mode, split, reduce, cache, cache_errors, "
+                                "private)%s", key, "");
     }
     return 0;
 }

@@ -25,7 +25,8 @@ typedef struct tg_config_rule {
 } tg_config_rule_t;
 
 /* Per route settings: "route.NAME.FIELD = value" lines, FIELD one of http
- * (path prefix), call (call name), policy, key, deadline, window, queue.
+ * (path prefix), call (call name), policy, key, deadline, window, queue,
+ * cache (a TTL), cache_errors, private.
  * Fields a route does not set come from gate.*. */
 enum { TG_RSET_POLICY = 1, TG_RSET_KEY = 2, TG_RSET_DEADLINE = 4, TG_RSET_WINDOW = 8,
        TG_RSET_QUEUE = 16 };
@@ -68,6 +69,8 @@ typedef struct tg_config {
     uint32_t         gate_max_frame;
     uint32_t         gate_lz4_min;
     uint32_t         gate_ping_ms;
+    uint64_t         gate_cache_size;    /* bytes the reply cache may hold */
+    char             admin_key[128];     /* admin endpoints' bearer key; empty: local peers only */
     int              nroutes;
     tg_config_route_t routes[TG_ROUTES_MAX];
 } tg_config_t;

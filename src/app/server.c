@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/admin.h"
 #include "app/page.h"
 #include "core/log.h"
 #include "core/sbuf.h"
@@ -56,6 +57,8 @@ static void stats_answer(void *arg, const tg_chan_count_t *top, int ntop)
 static void handle(tg_http_req_t *r, void *arg)
 {
     tg_server_t *s = arg;
+    if (tg_admin_route(s, r))
+        return;
     if (tg_apphub_route(&s->hub, r))
         return;
     if (s->gate && tg_gate_http(s->gate, r))
@@ -171,7 +174,8 @@ static int start_gate(tg_server_t *s, char *err, size_t cap)
     tg_gate_cfg_t gc = { .max_frame = cfg->gate_max_frame,
                          .lz4_min = cfg->gate_lz4_min,
                          .ping_ms = cfg->gate_ping_ms,
-                         .hello_ms = 5000 };
+                         .hello_ms = 5000,
+                         .cache_size = cfg->gate_cache_size };
     snprintf(gc.listen, sizeof(gc.listen), "%s", cfg->gate_listen);
     snprintf(gc.backends, sizeof(gc.backends), "%s", cfg->gate_backends);
     s->hub.loops = s->loop_ptrs;

@@ -72,6 +72,20 @@ static const gate_figure_t gate_figures[] = {
     { "queued", true, "Jobs waiting for a backend with room now.", G(queued) },
     { "inflight", true, "Jobs sent to backends and unanswered now.", G(inflight) },
 };
+/* The reply cache: /stats gate.cache.<name>, metric tidegate_gate_cache_<name>[_total]. */
+static const gate_figure_t cache_figures[] = {
+    { "hits", false, "Requests on caching routes answered from the cache.", G(cache.hits) },
+    { "misses", false, "Requests on caching routes that sent a job.", G(cache.misses) },
+    { "coalesced", false, "Requests that waited for an identical one in flight.",
+      G(cache.coalesced) },
+    { "stored", false, "Replies stored in the cache.", G(cache.stored) },
+    { "evictions", false, "Entries dropped for room, least recently used first.",
+      G(cache.evictions) },
+    { "expirations", false, "Entries dropped at their TTL.", G(cache.expirations) },
+    { "purged", false, "Entries dropped by an admin purge.", G(cache.purged) },
+    { "entries", true, "Entries held now.", G(cache.entries) },
+    { "bytes", true, "Bytes held now, as counted against gate.cache_size.", G(cache.bytes) },
+};
 #undef G
 
 /* Compression per transport: bytes before and after, summed over loops and
@@ -163,7 +177,11 @@ void tg_stats_json(const tg_server_t *s, const tg_chan_count_t *top, int ntop, t
         for (size_t i = 0; i < TG_ARRAY_LEN(gate_figures); i++)
             tg_sbuf_printf(b, "%s\"%s\":%llu", i ? "," : "", gate_figures[i].name,
                            gate_value(s, &gate_figures[i]));
-        tg_sbuf_printf(b, ",\"orders_dropped\":%llu}", C(s->hub.orders_dropped));
+        tg_sbuf_printf(b, ",\"orders_dropped\":%llu,\"cache\":{", C(s->hub.orders_dropped));
+        for (size_t i = 0; i < TG_ARRAY_LEN(cache_figures); i++)
+            tg_sbuf_printf(b, "%s\"%s\":%llu", i ? "," : "", cache_figures[i].name,
+                           gate_value(s, &cache_figures[i]));
+        tg_sbuf_printf(b, "}}");
     }
     unsigned long long zb[Z_COUNT], za[Z_COUNT];
     compression(s, zb, za);
@@ -244,6 +262,13 @@ void tg_stats_prometheus(const tg_server_t *s, const tg_chan_count_t *top, int n
                  gate_figures[i].gauge ? "" : "_total");
         family(b, name, gate_figures[i].gauge ? "gauge" : "counter", gate_figures[i].help);
         tg_sbuf_printf(b, "%s %llu\n", name, gate_value(s, &gate_figures[i]));
+    }
+    for (size_t i = 0; s->gate && i < TG_ARRAY_LEN(cache_figures); i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "tidegate_gate_cache_%s%s", cache_figures[i].name,
+                 cache_figures[i].gauge ? "" : "_total");
+        family(b, name, cache_figures[i].gauge ? "gauge" : "counter", cache_figures[i].help);
+        tg_sbuf_printf(b, "%s %llu\n", name, gate_value(s, &cache_figures[i]));
     }
     unsigned long long zb[Z_COUNT], za[Z_COUNT];
     compression(s, zb, za);

@@ -12,6 +12,7 @@
 #include "core/idmap.h"
 #include "core/list.h"
 #include "core/timer.h"
+#include "gate/cache.h"
 #include "gate/gate.h"
 #include "gate/dial.h"
 #include "gate/wire.h"
@@ -85,8 +86,10 @@ struct tg_gate {
     gate_route_t  **groutes;
     int             ngroutes;
     bool            stopped;
+    atomic_bool     closing;   /* stopped, as client loops may read it (cancels stop then) */
     tg_timer_t      ping;
     tg_dialers_t   *dialers;
+    tg_cache_t      cache;     /* replies of caching routes, and flights */
     tg_link_t       gathers;   /* scatters waiting for their parts (scatter.c) */
     tg_gate_stats_t stats;
 };

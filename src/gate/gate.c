@@ -18,6 +18,8 @@ static bool http_answer(tg_conn_t *c, tg_answer_t *a);
 static void settle(tg_gate_t *g, tg_job_t *job);
 static void window_closed(tg_timer_t *t);
 static void route_emptied(tg_gate_t *g, gate_route_t *r);
+static void flight_land(tg_gate_t *g, tg_job_t *leader, const tg_answer_t *a);
+static void flight_leave(tg_gate_t *g, tg_job_t *job);
 
 /* ---- answers ---- */
 
@@ -40,7 +42,7 @@ static void answer_arrived(tg_mail_t *m, void *arg)
     }
     if (!taken)
         tg_counter_add(&a->gate->stats.answers_dropped, 1);
-    free(a);
+    tg_answer_free(a);
 }
 
 /* Home loop. Settles <job> with answer <a> (or nothing, out of memory); a
@@ -53,6 +55,8 @@ static void answer(tg_gate_t *g, tg_job_t *job, tg_answer_t *a)
         tg_scatter_part(g, gt, job->part, a);
         return;
     }
+    if (job->flight && job->flight->leader == job)
+        flight_land(g, job, a); /* its waiters get the same */
     if (!a)
         return; /* the client waits for its deadline in vain: count it as nomem */
     a->mail.cb = answer_arrived;
@@ -68,6 +72,104 @@ static void refuse(tg_gate_t *g, tg_job_t *job, int status, const char *code, co
 {
     answer(g, job, tg_answer_error(job, status, code, msg));
     settle(g, job);
+}
+
+/* ---- the reply cache (cache.h): hits, flights, stores ---- */
+
+/* <job> arrived on a caching route with its key. True when it needs nothing
+ * more here: answered from the cache, or waiting for an identical job in
+ * flight. Otherwise it leads a flight for its key (when none is up) and goes
+ * the usual way. */
+static bool cache_arrive(tg_gate_t *g, tg_job_t *job)
+{
+    tg_cache_t *c = &g->cache;
+    uint64_t now = g->home->now_ms;
+    tg_cache_flight_t *f = tg_cache_flight(c, &job->cache_key);
+    if (job->cache & TG_JOB_CACHE_LOOKUP) {
+        tg_cache_entry_t *e = tg_cache_get(c, &job->cache_key, now);
+        if (e) {
+            tg_counter_add(&c->stats->hits, 1);
+            tg_answer_t *a = tg_answer_shared(job, e->type, e->pairs);
+            if (a) {
+                a->cache = TG_ANSWER_HIT;
+                a->age_s = tg_cache_age(e, now);
+            }
+            answer(g, job, a);
+            tg_job_free(job);
+            return true;
+        }
+        /* In the jobs' map like any job, so that its id stays its own. */
+        if (f && tg_idmap_put(&g->jobs, job->id, job) == 0) {
+            tg_counter_add(&c->stats->coalesced, 1);
+            job->state = TG_JOB_FLIGHTWAIT;
+            job->flight = f;
+            tg_list_push(&f->waiters, &job->node);
+            f->nwaiters++;
+            tg_timer_arm(&g->home->wheel, &job->timer, job->due_ms > now ? job->due_ms - now : 0);
+            return true;
+        }
+    }
+    tg_counter_add(&c->stats->misses, 1);
+    if (!f) /* a bypass with a flight up runs alone, and stores what it gets */
+        job->flight = tg_cache_flight_open(c, &job->cache_key, job);
+    return false;
+}
+
+/* The leader of a flight is answered with <a> (NULL: out of memory), so each
+ * waiter gets <a> too (the pairs shared, not copied) and is settled; the
+ * flight ends. A failure (an error, the deadline) is the waiters' answer too. */
+static void flight_land(tg_gate_t *g, tg_job_t *leader, const tg_answer_t *a)
+{
+    tg_cache_flight_t *f = leader->flight;
+    leader->flight = NULL;
+    tg_link_t *l;
+    while ((l = tg_list_shift(&f->waiters))) {
+        tg_job_t *w = tg_container_of(l, tg_job_t, node);
+        f->nwaiters--;
+        w->flight = NULL;
+        tg_answer_t *wa = a ? tg_answer_copy(a, w)
+                            : tg_answer_error(w, 503, "out_of_memory", "the gate is out of memory");
+        if (wa)
+            wa->cache = TG_ANSWER_HIT; /* served without a job of its own */
+        answer(g, w, wa);
+        settle(g, w);
+    }
+    tg_cache_flight_close(&g->cache, f);
+}
+
+/* <job> is settled while in a flight: a waiter leaves it (its deadline); a
+ * leader never gets here unanswered, but if it did its waiters would not
+ * be left behind. */
+static void flight_leave(tg_gate_t *g, tg_job_t *job)
+{
+    tg_cache_flight_t *f = job->flight;
+    if (f->leader == job) {
+        flight_land(g, job, NULL);
+        return;
+    }
+    tg_link_remove(&job->node);
+    f->nwaiters--;
+    job->flight = NULL;
+}
+
+/* A backend answered <job>, whose reply may be stored: the pairs go in one
+ * shared block that the entry (when the reply may be kept) and every answer
+ * made from it reference. */
+static tg_answer_t *cache_reply(tg_gate_t *g, tg_job_t *job, uint8_t type, const uint8_t *pairs,
+                                size_t len)
+{
+    tg_shared_t *s = tg_shared_new(len);
+    if (!s)
+        return NULL;
+    if (len)
+        memcpy(s->data, pairs, len);
+    uint64_t ttl = tg_cache_ttl(&job->route->cfg, type, pairs, len);
+    if (ttl)
+        (void)tg_cache_put(&g->cache, &job->cache_key, job->route, tg_job_path(job), type, s,
+                           ttl, g->home->now_ms);
+    tg_answer_t *a = tg_answer_shared(job, type, s);
+    tg_shared_unref(s);
+    return a;
 }
 
 /* ---- routes ---- */
@@ -286,6 +388,8 @@ static void release_key(tg_gate_t *g, tg_job_t *job)
 /* Forgets <job> for good: its key goes to the next in line. */
 static void settle(tg_gate_t *g, tg_job_t *job)
 {
+    if (job->flight)
+        flight_leave(g, job);
     tg_timer_cancel(&g->home->wheel, &job->timer);
     tg_link_remove(&job->live);
     if (job->id)
@@ -311,7 +415,8 @@ int tg_gate__answered(tg_gate_t *g, tg_backend_t *b, uint8_t type, uint64_t id,
         tg_counter_add(&g->stats.late, 1);
     } else {
         tg_counter_add(type == TG_BK_REPLY ? &g->stats.replies : &g->stats.failed, 1);
-        answer(g, job, tg_answer_create(job, type, pairs, len));
+        answer(g, job, job->cache & TG_JOB_CACHE_STORE ? cache_reply(g, job, type, pairs, len)
+                                                       : tg_answer_create(job, type, pairs, len));
     }
     settle(g, job);
     return 0;
@@ -391,6 +496,8 @@ void tg_gate__admit(tg_gate_t *g, gate_route_t *r, tg_job_t *job)
 {
     tg_timer_init(&job->timer, deadline);
     job->route = r;
+    if ((job->cache & TG_JOB_CACHE_STORE) && cache_arrive(g, job))
+        return;
     if (tg_idmap_put(&g->jobs, job->id, job) != 0) {
         answer(g, job, tg_answer_error(job, 503, "out_of_memory", "the gate is out of memory"));
         tg_job_free(job);
@@ -519,6 +626,7 @@ tg_gate_t *tg_gate_create(const tg_gate_cfg_t *cfg, const tg_routes_t *routes, t
     tg_list_init(&g->gathers);
     tg_list_init(&g->backends);
     tg_timer_init(&g->ping, ping_tick);
+    tg_cache_init(&g->cache, &home->wheel, cfg->cache_size, &g->stats.cache);
     /* Ids start at the boot time in milliseconds times 2^20: a later run
      * starts above every id this one hands out unless it made over a million
      * jobs per millisecond of its life, so a backend never mistakes a new job
@@ -577,6 +685,7 @@ void tg_gate_stop(tg_gate_t *g)
     if (g->stopped)
         return;
     g->stopped = true;
+    atomic_store(&g->closing, true);
     tg_timer_cancel(&g->home->wheel, &g->ping);
     if (g->listening) {
         tg_listener_close(&g->listener);
@@ -601,6 +710,7 @@ void tg_gate_destroy(tg_gate_t *g)
     if (!g)
         return;
     tg_dialers_destroy(g->dialers);
+    tg_cache_fini(&g->cache); /* flights only link jobs: those are freed below */
     tg_scatter_destroy_all(g);
     /* Jobs whose clients' loops are gone (a start that failed half-way): their
      * memory only; their timers' wheel is gone too. */
@@ -626,27 +736,59 @@ const tg_gate_stats_t *tg_gate_stats(const tg_gate_t *g)
     return &g->stats;
 }
 
+long tg_gate_cache_purge(tg_gate_t *g, tg_str_t route, tg_str_t prefix)
+{
+    gate_route_t *r = NULL;
+    if (route.len && !(r = tg_gate__route(g, route.p, route.len, false)))
+        return -ENOENT;
+    return (long)tg_cache_purge(&g->cache, r, prefix);
+}
+
 /* ---- the client side (any IO loop) ---- */
 
-static void submit(tg_gate_t *g, tg_job_t *job, const tg_route_t *r, tg_loop_t *loop)
+/* Posts <job> home, where it may be settled and freed at once: returns its id. */
+static uint64_t submit(tg_gate_t *g, tg_job_t *job, const tg_route_t *r, tg_loop_t *loop)
 {
     job->gate = g;
-    job->id = atomic_fetch_add_explicit(&g->next_id, 1, memory_order_relaxed);
+    uint64_t id = job->id = atomic_fetch_add_explicit(&g->next_id, 1, memory_order_relaxed);
     job->due_ms = loop->now_ms + r->deadline_ms;
     job->mail.cb = job_arrived;
     tg_counter_add(&g->stats.jobs, 1);
     tg_loop_post(g->home, &job->mail);
+    return id;
 }
 
 /* An HTTP request waiting for its answer. */
 typedef struct http_wait {
+    tg_mail_t      mail;   /* the cancel of a job that may wait in a flight */
+    tg_gate_t     *gate;
     tg_http_req_t *req;
     uint64_t       job_id;
+    bool           cancel; /* its job may wait in a flight: tell the gate when the client goes */
 } http_wait_t;
+
+/* Home loop: the client of a job has gone. A flight's waiter leaves at once,
+ * so it costs nothing more (no answer made for it); any other job runs on. */
+static void cancel_arrived(tg_mail_t *m, void *arg)
+{
+    (void)arg;
+    http_wait_t *w = tg_container_of(m, http_wait_t, mail);
+    tg_job_t *job = tg_idmap_get(&w->gate->jobs, w->job_id);
+    if (job && job->state == TG_JOB_FLIGHTWAIT)
+        settle(w->gate, job);
+    free(w);
+}
 
 static void http_abort(void *arg)
 {
-    free(arg); /* the answer, when it comes, finds no request and is dropped */
+    http_wait_t *w = arg;
+    /* Once the gate is closing its loop may be finalised: no mail then. */
+    if (!w->cancel || atomic_load(&w->gate->closing)) {
+        free(w); /* the answer, when it comes, finds no request and is dropped */
+        return;
+    }
+    w->mail.cb = cancel_arrived;
+    tg_loop_post(w->gate->home, &w->mail); /* after the job's own mail: it is there first */
 }
 
 static bool http_answer(tg_conn_t *c, tg_answer_t *a)
@@ -682,9 +824,10 @@ bool tg_gate_http(tg_gate_t *g, tg_http_req_t *req)
         tg_job_free(job);
         return true;
     }
-    submit(g, job, &r, req->conn->loop);
+    w->gate = g;
     w->req = req;
-    w->job_id = job->id;
+    w->cancel = job->cache & TG_JOB_CACHE_LOOKUP;
+    w->job_id = submit(g, job, &r, req->conn->loop); /* <job> is the home loop's now */
     tg_http_defer(req, http_abort, w);
     return true;
 }

@@ -18,6 +18,7 @@
 
 #include "core/accept.h"
 #include "core/loop.h"
+#include "gate/cache.h"
 #include "gate/job.h"
 #include "gate/route.h"
 #include "net/http.h"
@@ -30,6 +31,7 @@ typedef struct tg_gate_cfg {
     uint32_t lz4_min;        /* compress bodies this long towards lz4 backends; 0: never */
     uint32_t ping_ms;        /* PING and DONE_BELOW on every link this often */
     uint32_t hello_ms;       /* a new link must say HELLO within this */
+    uint64_t cache_size;     /* bytes the reply cache may hold (gate/cache.h) */
 } tg_gate_cfg_t;
 
 /* What backends ask of the rest of the server (push engine, sessions). Run on
@@ -72,6 +74,7 @@ typedef struct tg_gate_stats {
     tg_counter_t scatters;     /* jobs of scatter routes, made into parts */
     tg_counter_t parts;        /* their parts */
     tg_counter_t partial;      /* scatters answered with parts missing */
+    tg_cache_stats_t cache;    /* the reply cache */
 } tg_gate_stats_t;
 
 typedef struct tg_gate tg_gate_t;
@@ -101,5 +104,10 @@ bool tg_gate_http(tg_gate_t *g, tg_http_req_t *req);
 void tg_gate_call(tg_gate_t *g, tg_session_t *s, const tg_cmd_t *cmd);
 
 const tg_gate_stats_t *tg_gate_stats(const tg_gate_t *g);
+
+/* Home loop. Drops the cached replies of route <route> (empty: every route)
+ * whose HTTP path starts with <prefix> (empty: all of them, calls' too).
+ * Returns how many, or -ENOENT when no route is named <route>. */
+long tg_gate_cache_purge(tg_gate_t *g, tg_str_t route, tg_str_t prefix);
 
 #endif

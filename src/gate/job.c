@@ -47,14 +47,17 @@ static bool data_field(tg_str_t data, const char *name, tg_str_t *out)
     return false;
 }
 
+/* <path>: the HTTP request path, kept after the pairs on caching routes. */
 static tg_job_t *job_from(const tg_route_t *r, tg_wire_enc_t *e, tg_conn_id_t client,
-                          uint8_t kind, tg_str_t key)
+                          uint8_t kind, tg_str_t key, tg_str_t path)
 {
     if (key.len)
         tg_wire_put(e, TG_BK_K_KEY, key.p, key.len);
-    if (e->nomem || e->len > UINT32_MAX)
+    if (!tg_route_caches(r))
+        path.len = 0;
+    if (e->nomem || e->len > UINT32_MAX || path.len > UINT32_MAX)
         return NULL;
-    tg_job_t *job = malloc(sizeof(*job) + e->len);
+    tg_job_t *job = malloc(sizeof(*job) + e->len + path.len);
     if (!job)
         return NULL;
     memset(job, 0, sizeof(*job));
@@ -64,6 +67,9 @@ static tg_job_t *job_from(const tg_route_t *r, tg_wire_enc_t *e, tg_conn_id_t cl
     memcpy(job->route_name, r->name, strlen(r->name) + 1);
     job->len = (uint32_t)e->len;
     memcpy(job->pairs, e->p, e->len);
+    job->path_len = (uint32_t)path.len;
+    if (path.len)
+        memcpy(job->pairs + e->len, path.p, path.len);
     return job;
 }
 
@@ -125,12 +131,16 @@ tg_job_t *tg_job_from_http(const tg_route_t *r, const tg_http_req_t *req, tg_str
         if (v)
             tg_buf_copy_out(req->body, 0, v, req->body->len);
     }
-    tg_job_t *job = job_from(r, &e, client, TG_JOB_HTTP, key);
+    tg_job_t *job = job_from(r, &e, client, TG_JOB_HTTP, key, req->path);
     tg_wire_enc_fini(&e);
     if (!job) {
         *status = 503;
         *why = "out of memory";
+        return NULL;
     }
+    tg_cache_prepare(job, r,
+                     tg_http_header_has(req, "Cache-Control", "no-cache") ||
+                         tg_http_header_has(req, "Pragma", "no-cache"));
     return job;
 }
 
@@ -167,12 +177,13 @@ tg_job_t *tg_job_from_call(const tg_route_t *r, tg_session_t *s, tg_str_t user,
     if (user.len)
         tg_wire_put(&e, TG_BK_K_USER, user.p, user.len);
     tg_wire_put(&e, TG_BK_K_DATA, cmd->data.p, cmd->data.len);
-    tg_job_t *job = job_from(r, &e, client, TG_JOB_CALL, key);
+    tg_job_t *job = job_from(r, &e, client, TG_JOB_CALL, key, (tg_str_t){ NULL, 0 });
     tg_wire_enc_fini(&e);
     if (!job) {
         *why = "out of memory";
         return NULL;
     }
+    tg_cache_prepare(job, r, false);
     job->call_id_len = (uint8_t)cmd->id.len;
     memcpy(job->call_id, cmd->id.p, cmd->id.len);
     return job;
@@ -183,9 +194,9 @@ void tg_job_free(tg_job_t *job)
     free(job);
 }
 
-tg_answer_t *tg_answer_create(const tg_job_t *job, uint8_t type, const void *pairs, size_t len)
+static tg_answer_t *answer_new(const tg_job_t *job, uint8_t type, size_t inline_len)
 {
-    tg_answer_t *a = malloc(sizeof(*a) + len);
+    tg_answer_t *a = malloc(sizeof(*a) + inline_len);
     if (!a)
         return NULL;
     memset(a, 0, sizeof(*a));
@@ -194,12 +205,47 @@ tg_answer_t *tg_answer_create(const tg_job_t *job, uint8_t type, const void *pai
     a->job_id = job->id;
     a->type = type;
     a->kind = job->kind;
+    a->cache = job->cache ? TG_ANSWER_MISS : TG_ANSWER_UNCACHED;
     a->call_id_len = job->call_id_len;
     memcpy(a->call_id, job->call_id, job->call_id_len);
+    return a;
+}
+
+tg_answer_t *tg_answer_create(const tg_job_t *job, uint8_t type, const void *pairs, size_t len)
+{
+    tg_answer_t *a = answer_new(job, type, len);
+    if (!a)
+        return NULL;
     a->len = (uint32_t)len;
     if (len)
         memcpy(a->pairs, pairs, len);
     return a;
+}
+
+tg_answer_t *tg_answer_shared(const tg_job_t *job, uint8_t type, tg_shared_t *pairs)
+{
+    tg_answer_t *a = answer_new(job, type, 0);
+    if (!a)
+        return NULL;
+    tg_shared_ref(pairs);
+    a->shared = pairs;
+    a->len = pairs->len;
+    return a;
+}
+
+tg_answer_t *tg_answer_copy(const tg_answer_t *a, const tg_job_t *job)
+{
+    if (a->shared)
+        return tg_answer_shared(job, a->type, a->shared);
+    return tg_answer_create(job, a->type, a->pairs, a->len);
+}
+
+void tg_answer_free(tg_answer_t *a)
+{
+    if (!a)
+        return;
+    tg_shared_unref(a->shared);
+    free(a);
 }
 
 tg_answer_t *tg_answer_error(const tg_job_t *job, int status, const char *code,
@@ -236,7 +282,7 @@ static void view(const tg_answer_t *a, answer_view_t *v)
     v->status = a->type == TG_BK_ERROR ? 502 : 200;
     tg_wire_iter_t it;
     tg_wire_pair_t kv;
-    tg_wire_iter_init(&it, a->pairs, a->len);
+    tg_wire_iter_init(&it, tg_answer_pairs(a), a->len);
     while (tg_wire_next(&it, &kv) == 1) {
         uint64_t n;
         if (tg_wire_key_is(&kv, TG_BK_K_STATUS)) {
@@ -291,12 +337,18 @@ void tg_answer_http(tg_http_req_t *req, const tg_answer_t *a)
     tg_sbuf_t extra = TG_SBUF_INIT, body = TG_SBUF_INIT;
     tg_wire_iter_t it;
     tg_wire_pair_t kv;
-    tg_wire_iter_init(&it, a->pairs, a->len);
+    tg_wire_iter_init(&it, tg_answer_pairs(a), a->len);
     while (tg_wire_next(&it, &kv) == 1) {
-        if (kv.klen > 2 && kv.key[0] == 'h' && kv.key[1] == ':' && header_ok(&kv))
+        if (kv.klen > 2 && kv.key[0] == 'h' && kv.key[1] == ':' && header_ok(&kv) &&
+            !(a->cache && (tg_wire_key_is(&kv, "h:age") || tg_wire_key_is(&kv, "h:x-cache"))))
             tg_sbuf_printf(&extra, "%.*s: %.*s\r\n", (int)kv.klen - 2, kv.key + 2, (int)kv.vlen,
                            kv.val);
     }
+    /* On caching routes the gate says where the answer came from. */
+    if (a->cache == TG_ANSWER_HIT)
+        tg_sbuf_printf(&extra, "X-Cache: hit\r\nAge: %u\r\n", a->age_s);
+    else if (a->cache == TG_ANSWER_MISS)
+        tg_sbuf_put(&extra, "X-Cache: miss\r\n", 15);
     char ctype[256] = "application/octet-stream";
     if (v.content_type.len && v.content_type.len < sizeof(ctype) &&
         !memchr(v.content_type.p, '\r', v.content_type.len) &&
@@ -333,7 +385,7 @@ void tg_answer_http(tg_http_req_t *req, const tg_answer_t *a)
 tg_str_t tg_answer_set_user(const tg_answer_t *a)
 {
     tg_wire_pair_t kv;
-    if (a->type == TG_BK_REPLY && tg_wire_find(a->pairs, a->len, TG_BK_K_SET_USER, &kv))
+    if (a->type == TG_BK_REPLY && tg_wire_find(tg_answer_pairs(a), a->len, TG_BK_K_SET_USER, &kv))
         return (tg_str_t){ kv.val, kv.vlen };
     return (tg_str_t){ "", 0 };
 }

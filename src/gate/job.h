@@ -16,7 +16,9 @@
 #include "core/conn.h"
 #include "core/list.h"
 #include "core/mbox.h"
+#include "core/shared.h"
 #include "core/timer.h"
+#include "gate/cache.h"
 #include "gate/route.h"
 #include "net/cmd.h"
 #include "net/http.h"
@@ -32,7 +34,15 @@ typedef enum tg_job_state {
     TG_JOB_KEYWAIT, /* waiting for the job before it with the same key */
     TG_JOB_SENT,    /* in flight on a link */
     TG_JOB_ORPHAN,  /* in flight, but its client was answered at the deadline */
+    TG_JOB_FLIGHTWAIT, /* waiting for an identical job's answer (cache.h) */
 } tg_job_state_t;
+
+/* tg_job_t.cache bits (set by tg_cache_prepare on the client loop). */
+enum {
+    TG_JOB_CACHE_ROUTE = 1,  /* its route caches: HTTP answers say X-Cache */
+    TG_JOB_CACHE_LOOKUP = 2, /* may be answered from the cache or an identical job */
+    TG_JOB_CACHE_STORE = 4,  /* its reply may be stored */
+};
 
 struct gate_route;
 struct tg_backend;
@@ -52,6 +62,9 @@ typedef struct tg_job {
     struct gate_route *route;    /* gate loop */
     struct tg_backend *backend;  /* while SENT or ORPHAN */
     struct gate_key   *key;      /* while holding or waiting for a key */
+    tg_cache_flight_t *flight;   /* while leading or waiting in a flight */
+    tg_cache_key_t     cache_key; /* with TG_JOB_CACHE_STORE */
+    uint8_t            cache;    /* TG_JOB_CACHE_* bits; 0 on routes that do not cache */
     struct tg_gather  *gather;   /* a scatter's part: its answer goes there, not to a client */
     struct tg_backend *pin;      /* a scatter's part for every backend: its own, while it has room */
     uint16_t           part;     /* a scatter's part: which */
@@ -62,11 +75,22 @@ typedef struct tg_job {
     char               call_id[TG_JOB_CALL_ID_MAX];     /* a call's id, raw JSON */
     char               route_name[TG_ROUTE_NAME_MAX + 1];
     uint32_t           len;      /* bytes of <pairs> */
+    uint32_t           path_len; /* cached HTTP routes: the request path, after <pairs> */
     uint8_t            pairs[];  /* the JOB frame's pairs but attempt and deadline_ms */
 } tg_job_t;
 
+/* The request path an HTTP job on a caching route came by (for purges). */
+static inline tg_str_t tg_job_path(const tg_job_t *job)
+{
+    return (tg_str_t){ (const char *)job->pairs + job->len, job->path_len };
+}
+
+/* tg_answer_t.cache: what an HTTP answer says in X-Cache. */
+enum { TG_ANSWER_UNCACHED = 0, TG_ANSWER_MISS, TG_ANSWER_HIT };
+
 /* What comes back: the REPLY or ERROR frame's pairs (the gate's own errors are
- * ERROR pairs too). */
+ * ERROR pairs too), held inline or, when shared with a cache entry and other
+ * answers, by reference. */
 typedef struct tg_answer {
     tg_mail_t    mail;   /* gate loop -> client loop */
     struct tg_gate *gate;
@@ -74,11 +98,20 @@ typedef struct tg_answer {
     uint64_t     job_id;
     uint8_t      type;   /* TG_BK_REPLY or TG_BK_ERROR */
     uint8_t      kind;   /* tg_job_kind_t */
+    uint8_t      cache;  /* TG_ANSWER_* */
     uint8_t      call_id_len;
+    uint32_t     age_s;  /* hits: seconds since the reply was stored */
     char         call_id[TG_JOB_CALL_ID_MAX];
+    tg_shared_t *shared; /* one reference: the pairs; NULL when inline */
     uint32_t     len;
     uint8_t      pairs[];
 } tg_answer_t;
+
+/* The answer's pairs, wherever they are. */
+static inline const uint8_t *tg_answer_pairs(const tg_answer_t *a)
+{
+    return a->shared ? (const uint8_t *)a->shared->data : a->pairs;
+}
 
 /* Client loop. The job for HTTP request <req> on route <r> (<rest>: the path
  * after the route's prefix). NULL with *<status> and *<why> set when the
@@ -96,6 +129,13 @@ tg_answer_t *tg_answer_create(const tg_job_t *job, uint8_t type, const void *pai
 /* Gate loop. An ERROR answer made by the gate: <status>, <code>, <message>. */
 tg_answer_t *tg_answer_error(const tg_job_t *job, int status, const char *code,
                              const char *message);
+/* Gate loop. An answer to <job> whose pairs are <pairs> (a reference is
+ * taken, nothing copied). */
+tg_answer_t *tg_answer_shared(const tg_job_t *job, uint8_t type, tg_shared_t *pairs);
+/* Gate loop. <a> again, for <job>: shared pairs by reference, inline ones copied. */
+tg_answer_t *tg_answer_copy(const tg_answer_t *a, const tg_job_t *job);
+/* Any thread: frees <a> and drops its reference. NULL is a no-op. */
+void tg_answer_free(tg_answer_t *a);
 
 /* Client loop: answers deferred request <req> with <a> (does not free <a>). */
 void tg_answer_http(tg_http_req_t *req, const tg_answer_t *a);

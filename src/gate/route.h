@@ -2,7 +2,7 @@
  * how. A route has a name (the group: backends list it in their HELLO), an
  * HTTP path prefix and a call name that lead to it, a deadline, a window
  * (how long jobs wait for a backend to connect), a queue limit and a dispatch
- * policy.
+ * policy, and whether its replies are cached (gate/cache.h).
  *
  * The table is built at boot and read-only afterwards: every IO loop matches
  * against it without locks. With auto routes on, a path "/api/NAME/..." or a
@@ -57,6 +57,9 @@ typedef struct tg_route {
     uint32_t deadline_ms;                     /* client waits at most this long */
     uint32_t window_ms;                       /* jobs wait for a backend this long */
     uint32_t queue_max;                       /* jobs waiting, at most; then 503 */
+    uint32_t cache_ttl_ms;                    /* replies kept this long; 0: no cache */
+    bool     cache_errors;                    /* errors and non-2xx replies cached too */
+    bool     cache_private;                   /* the user is part of the key */
     uint8_t  mode;                            /* tg_route_mode_t */
     uint8_t  reduce;                          /* tg_route_reduce_t, scatter routes */
     uint16_t split;                           /* scatter: parts of the body's array; 0: none */
@@ -69,6 +72,13 @@ typedef struct tg_routes {
     bool       auto_routes;
     tg_route_t defaults; /* name and prefix empty: what auto routes and unset fields get */
 } tg_routes_t;
+
+/* Whether replies on <r> are cached. Not a scatter's: its parts are jobs of
+ * their own, and its one answer is made by the gate, never stored. */
+static inline bool tg_route_caches(const tg_route_t *r)
+{
+    return r->cache_ttl_ms && r->mode != TG_ROUTE_SCATTER;
+}
 
 /* Whether <p>,<n> is a route name: 1..TG_ROUTE_NAME_MAX of [A-Za-z0-9_.-]. */
 bool tg_route_name_valid(const char *p, size_t n);

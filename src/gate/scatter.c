@@ -186,7 +186,7 @@ static void view_part(const tg_answer_t *a, part_view_t *v)
     bool has_body = false;
     tg_wire_iter_t it;
     tg_wire_pair_t kv;
-    tg_wire_iter_init(&it, a->pairs, a->len);
+    tg_wire_iter_init(&it, tg_answer_pairs(a), a->len);
     while (tg_wire_next(&it, &kv) == 1) {
         uint64_t n;
         if (tg_wire_key_is(&kv, TG_BK_K_STATUS)) {
@@ -470,7 +470,7 @@ static void finish(tg_gate_t *g, tg_gather_t *gt)
 out:
     free(v);
     for (uint16_t i = 0; i < gt->parts; i++)
-        free(gt->got[i]);
+        tg_answer_free(gt->got[i]);
     free(gt);
 }
 
@@ -488,7 +488,7 @@ void tg_scatter_destroy_all(tg_gate_t *g)
         tg_gather_t *gt = tg_container_of(g->gathers.next, tg_gather_t, node);
         tg_link_remove(&gt->node);
         for (uint16_t i = 0; i < gt->parts; i++)
-            free(gt->got[i]);
+            tg_answer_free(gt->got[i]);
         tg_job_free(gt->parent);
         free(gt);
     }

@@ -28,6 +28,12 @@ Modes (--mode):
                 /object, {NAME: PART}; a reducer's job (parts but no
                 part) gets {"parts": N, "missing": [...], "sum": the sum
                 of the numbers in every part's array}
+    cache       for the gate's reply cache: the reply tells which job made it
+                (header "x-job: ID", JSON {"job","path","query","user","data"});
+                http: query parameters status=N (reply status), ttl=MS (pair
+                cache_ttl), fail=1 (ERROR test_error); call data members
+                "status", "ttl", "fail" likewise, and "login": USER
+                (set_user: binds the caller)
 
 In garbage and oversize modes the process does not reconnect: it exits 0 once
 the gate has closed the link (tests can wait for the exit).
@@ -61,6 +67,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                 "clients", "python"))
@@ -68,7 +75,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tidegate_backend as tb  # noqa: E402
 
 MODES = ("echo", "silent", "error", "garbage", "oversize", "unknown-id", "kick", "mirror",
-         "parts")
+         "parts", "cache")
 
 
 def parse_args(argv):
@@ -133,6 +140,8 @@ def main(argv=None):
             time.sleep(delay)
         if args.mode == "error":
             raise tb.JobError("test_error", "mode error (%s)" % name, status=502)
+        if args.mode == "cache":
+            return cache_reply(job)
         if args.mode == "parts":
             return parts_reply(job)
         if args.mode == "mirror":
@@ -153,6 +162,20 @@ def main(argv=None):
             return tb.NO_REPLY
         return reply
 
+    def cache_reply(job):
+        if job.kind == "http":
+            opts = dict(urllib.parse.parse_qsl(job.query or ""))
+        else:
+            opts = job.data if isinstance(job.data, dict) else {}
+        if opts.get("fail"):
+            raise tb.JobError("test_error", "asked to fail (%s)" % name, status=502)
+        made = {"job": job.id, "path": job.path, "query": job.query, "user": job.user,
+                "data": job.data if job.kind == "call" else None}
+        return tb.Reply(status=int(opts.get("status", 200)),
+                        headers=[("x-backend", name), ("x-job", str(job.id))],
+                        data=made,
+                        cache_ttl=int(opts["ttl"]) if "ttl" in opts else None,
+                        set_user=opts.get("login"))
     def parts_reply(job):
         if job.parts is not None and job.part is None:      # a reducer's job
             out = {"parts": job.parts, "missing": job.missing,

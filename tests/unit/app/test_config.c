@@ -140,6 +140,32 @@ static void set_refuses_unknown_key(void **state)
     assert_non_null(strstr(err, "unknown key 'http.nope'"));
 }
 
+static void route_cache_fields(void **state)
+{
+    tg_config_t cfg;
+    tg_routes_t routes;
+    char err[256] = "";
+    tg_config_defaults(&cfg);
+    assert_int_equal(cfg.gate_cache_size, 64u << 20);
+    assert_int_equal(tg_config_set(&cfg, "route.a.cache", "10s", err, sizeof(err)), 0);
+    assert_int_equal(tg_config_set(&cfg, "route.a.private", "true", err, sizeof(err)), 0);
+    assert_int_equal(tg_config_set(&cfg, "route.b.cache", "0", err, sizeof(err)), 0);
+    assert_int_equal(tg_config_set(&cfg, "route.b.cache_errors", "yes", err, sizeof(err)), 0);
+    assert_int_equal(tg_config_set(&cfg, "route.c.cache", "10", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "route.c.cache"));
+    assert_int_equal(tg_config_set(&cfg, "route.c.cache", "31d", err, sizeof(err)), -EINVAL);
+    assert_int_equal(tg_config_set(&cfg, "route.c.private", "maybe", err, sizeof(err)), -EINVAL);
+    assert_int_equal(tg_config_set(&cfg, "gate.cache_size", "1m", err, sizeof(err)), 0);
+    assert_int_equal(cfg.gate_cache_size, 1u << 20);
+    tg_config_routes(&cfg, &routes);
+    assert_string_equal(routes.r[0].name, "a");
+    assert_int_equal(routes.r[0].cache_ttl_ms, 10000);
+    assert_true(routes.r[0].cache_private && !routes.r[0].cache_errors);
+    assert_int_equal(routes.r[1].cache_ttl_ms, 0);
+    assert_true(routes.r[1].cache_errors && !routes.r[1].cache_private);
+    assert_int_equal(routes.defaults.cache_ttl_ms, 0); /* auto routes never cache */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -149,6 +175,7 @@ int main(void)
         cmocka_unit_test(channel_rules_override_push_defaults_in_order),
         cmocka_unit_test(missing_file_is_reported),
         cmocka_unit_test(set_refuses_unknown_key),
+        cmocka_unit_test(route_cache_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -344,7 +344,7 @@ static void reply_encodes_and_decodes(void **state)
 
     tgb_header_t hs[] = {{"content-type", "text/html"}, {"x-y", "z"}};
     tgb_reply_t r = {.status = 201, .headers = hs, .nheaders = 2, .body = "<p>", .body_len = 3,
-                     .cache_ttl = 30, .set_user = "u1"};
+                     .cache_ttl_ms = 30, .set_user = "u1"};
     assert_int_equal(tgb_job__reply(&e, 9, &r, TG_BK_MAX_BODY_DEFAULT, 0), 0);
     gframe_parse(e.p, e.len, &f);
     assert_int_equal(f.h.type, TG_BK_REPLY);
@@ -365,6 +365,13 @@ static void reply_encodes_and_decodes(void **state)
     assert_true(has(&f, "status", "200"));
     assert_true(has(&f, "data", ""));
     assert_true(lacks(&f, "body") && lacks(&f, "cache_ttl") && lacks(&f, "set_user"));
+    gframe_free(&f);
+
+    /* no_cache: cache_ttl 0, whatever cache_ttl_ms says. */
+    tgb_reply_t nc = {.data = "1", .data_len = 1, .cache_ttl_ms = 500, .no_cache = true};
+    assert_int_equal(tgb_job__reply(&e, 11, &nc, TG_BK_MAX_BODY_DEFAULT, 0), 0);
+    gframe_parse(e.p, e.len, &f);
+    assert_true(has(&f, "cache_ttl", "0"));
     gframe_free(&f);
 
     /* Refusals. */
