@@ -58,6 +58,8 @@ typedef struct http_conn {
     bool              waiting;    /* reads paused until output drains or a deferred answer */
     bool              deferred;   /* the handler answers later */
     bool              in_dispatch; /* the handler is running */
+    bool              head_dropped; /* deferred: the head block went back to its pool */
+    bool              gzip_ok;      /* then: what its Accept-Encoding said */
     tg_http_abort_cb *abort;      /* told if the connection closes first */
     void             *abort_arg;
     const tg_proto_t *takeover;   /* the protocol the connection switches to */
@@ -376,6 +378,7 @@ static void request_reset(http_conn_t *hc)
     hc->expect_continue = false;
     hc->responded = false;
     hc->deferred = false;
+    hc->head_dropped = false;
     hc->abort = NULL;
     hc->event = EV_NONE;
     hc->phase = PH_IDLE;
@@ -471,7 +474,7 @@ void tg_http_respond(tg_http_req_t *req, int status, const char *content_type, c
     bool vary = gzip_eligible(lim, status, content_type, extra, len);
     tg_buf_t gz = TG_BUF_INIT;
     bool gzipped = false;
-    if (vary && !req->head && accepts_gzip(req)) {
+    if (vary && !req->head && (hc->head_dropped ? hc->gzip_ok : accepts_gzip(req))) {
         int rc = tg_gzip_compress(&hl->gzip, lim->gzip_level, body, len, &gz, &c->loop->chunks);
         gzipped = rc == 0;
         if (!gzipped)
@@ -646,6 +649,21 @@ static void resolve_headers(http_conn_t *hc)
     }
 }
 
+/* A deferred request may wait long (a long-poll): its head block (2 KiB and
+ * more) goes back to the pool once the handler has returned, and the request
+ * keeps its scalars only. */
+static void drop_head(http_conn_t *hc)
+{
+    tg_http_req_t *r = &hc->req;
+    hc->gzip_ok = accepts_gzip(r);
+    hc->head_dropped = true;
+    r->target = r->path = r->query = (tg_str_t){ "", 0 };
+    r->headers = NULL;
+    r->nheaders = 0;
+    head_release(hc);
+    hc->head_len = hc->url_len = hc->nheaders = 0;
+}
+
 static void dispatch(http_conn_t *hc)
 {
     tg_http_req_t *r = &hc->req;
@@ -673,6 +691,8 @@ static void dispatch(http_conn_t *hc)
     if (!hc->responded && !hc->deferred && tg_conn_open(hc->conn)) {
         static const char msg[] = "500 no response\n";
         tg_http_respond(r, 500, "text/plain", NULL, msg, sizeof(msg) - 1);
+    } else if (hc->deferred && !hc->responded && tg_conn_open(hc->conn)) {
+        drop_head(hc);
     }
 }
 

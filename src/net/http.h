@@ -59,7 +59,10 @@ typedef struct tg_http_req {
     const tg_http_header_t *headers;
     unsigned                nheaders;
     const tg_buf_t         *body;       /* whole body, possibly empty */
-} tg_http_req_t;  /* valid until the response is queued */
+} tg_http_req_t;  /* valid until the response is queued; once a handler that
+                     deferred it returns, only conn, method, version, keep_alive,
+                     head and body remain (target, path, query and headers are
+                     emptied: their memory goes back to the pool while it waits) */
 
 /* Answers <req>: must queue exactly one response with tg_http_respond*(). */
 typedef void tg_http_handler_cb(tg_http_req_t *req, void *arg);
