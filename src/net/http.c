@@ -794,7 +794,9 @@ static void feed(http_conn_t *hc, const char *p, size_t n)
             else
                 llhttp_resume_after_upgrade(&hc->parser);
             if (!on_event(hc)) {
-                if (hc->takeover && tg_conn_open(c))
+                /* Closing gives <hc> back to its pool (and past the pool's
+                 * spare count, to the allocator): look at it only if open. */
+                if (tg_conn_open(c) && hc->takeover)
                     hand_over(hc, p, n);
                 return;
             }
