@@ -61,6 +61,11 @@ const tg_config_key_t tg_config_keys[] = {
     { "push.coalesce", TG_CFG_DURATION, F(push_coalesce_ms), 0, 1000, "0ms",
       "hold a subscriber's messages this long so several share one write (less CPU, "
       "more latency); 0ms = each goes out at once" },
+    { "push.coalesce_busy", TG_CFG_DURATION, F(push_coalesce_busy_ms), 0, 1000, "25ms",
+      "with push.coalesce at 0ms: the hold while a loop is busy with broadcasts (more than "
+      "push.coalesce_above writes a second); 0ms = never" },
+    { "push.coalesce_above", TG_CFG_INT, F(push_coalesce_above), 0, 100000000, "20000",
+      "broadcast writes a second past which an IO loop counts as busy (see push.coalesce_busy)" },
     { "ws.max_message", TG_CFG_SIZE, F(ws_max_message), 125, 1ull << 30, "64k",
       "largest WebSocket message a client may send; larger closes with 1009" },
     { "ws.ping_interval", TG_CFG_DURATION, F(ws_ping_ms), 0, DAY_MS, "30s",

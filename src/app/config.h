@@ -50,6 +50,8 @@ typedef struct tg_config {
     bool             push_client_publish; /* clients may publish over their connection */
     uint64_t         push_max_output;     /* slow consumer cap per connection */
     uint32_t         push_coalesce_ms;    /* hold broadcast output this long; 0: never */
+    uint32_t         push_coalesce_busy_ms; /* ... this long while a loop is busy; 0: never */
+    uint32_t         push_coalesce_above; /* broadcast writes/s that make a loop busy */
     uint64_t         ws_max_message;
     uint32_t         ws_ping_ms;          /* 0: no pings */
     uint32_t         sse_heartbeat_ms;    /* 0: no heartbeat comments */

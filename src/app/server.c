@@ -223,6 +223,10 @@ int tg_server_start(tg_server_t *s, const tg_config_t *cfg, char *err, size_t ca
         s->loops[i].on_stop = close_own_listener;
         s->loops[i].drain_ms = cfg->http.send_timeout_ms;
         s->loops[i].coalesce_ms = cfg->push_coalesce_ms;
+        if (!cfg->push_coalesce_ms) { /* a fixed hold wins */
+            s->loops[i].coalesce_busy_ms = cfg->push_coalesce_busy_ms;
+            s->loops[i].coalesce_above = cfg->push_coalesce_above;
+        }
         s->loop_ptrs[i] = &s->loops[i];
     }
     tg_chan_opts_t chan_defaults;

@@ -252,6 +252,7 @@ int tg_conn_write_ref(tg_conn_t *c, tg_shared_t *s, size_t off, size_t len)
     if (c->state != TG_CONN_OPEN)
         return -EPIPE;
     tg_loop_t *loop = c->loop;
+    tg_loop__count_ref_write(loop);
     if (loop->coalesce_ms && !c->dirty && len > 0 && !loop->stopping) {
         /* Held, not dirty: the held timer sends it with what follows. */
         int rc = tg_buf_append_ref(&c->out, &loop->chunks, s, off, len);

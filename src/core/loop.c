@@ -41,6 +41,7 @@ static void on_mbox_io(tg_watch_t *w, uint32_t events)
 }
 
 static void release_held(tg_timer_t *t);
+static void rate_tick(tg_timer_t *t);
 
 int tg_loop_init(tg_loop_t *loop, int id)
 {
@@ -57,6 +58,7 @@ int tg_loop_init(tg_loop_t *loop, int id)
     tg_list_init(&loop->dirty);
     tg_list_init(&loop->held);
     tg_timer_init(&loop->held_timer, release_held);
+    tg_timer_init(&loop->rate_timer, rate_tick);
     tg_list_init(&loop->closed);
     tg_list_init(&loop->slab.free);
     int err;
@@ -219,6 +221,7 @@ static void on_stop_mail(tg_mail_t *m, void *arg)
     loop->stop_deadline_ms = tg_clock_ms() + loop->stop_grace_ms;
     loop->stopping = true;
     tg_timer_cancel(&loop->wheel, &loop->held_timer);
+    tg_timer_cancel(&loop->wheel, &loop->rate_timer);
     release_held(&loop->held_timer); /* what is held goes out now */
     if (loop->on_stop)
         loop->on_stop(loop);
@@ -247,6 +250,36 @@ static void release_held(tg_timer_t *t)
         c->held = false;
         tg_list_push(&loop->dirty, &c->link);
     }
+}
+
+#define RATE_WINDOW_MS 100
+
+/* The end of a 100 ms window: coalesce while broadcast writes are many
+ * (the CPU a write costs is then worth saving), not when they are few (the
+ * latency a hold costs is then not). */
+static void rate_tick(tg_timer_t *t)
+{
+    tg_loop_t *loop = tg_container_of(t, tg_loop_t, rate_timer);
+    uint64_t per_s = (uint64_t)loop->ref_writes * (1000 / RATE_WINDOW_MS);
+    if (per_s > loop->coalesce_above)
+        loop->coalesce_ms = loop->coalesce_busy_ms;
+    else if (per_s < loop->coalesce_above / 2)
+        loop->coalesce_ms = 0;
+    bool active = loop->ref_writes > 0;
+    loop->ref_writes = 0;
+    if (active && !loop->stopping)
+        tg_timer_arm(&loop->wheel, &loop->rate_timer, RATE_WINDOW_MS);
+    else
+        loop->coalesce_ms = 0; /* a quiet window: nothing to save */
+}
+
+void tg_loop__count_ref_write(tg_loop_t *loop)
+{
+    if (!loop->coalesce_busy_ms)
+        return;
+    loop->ref_writes++;
+    if (!tg_timer_armed(&loop->rate_timer))
+        tg_timer_arm(&loop->wheel, &loop->rate_timer, RATE_WINDOW_MS);
 }
 
 static void flush_dirty(tg_loop_t *loop)

@@ -76,6 +76,14 @@ struct tg_loop {
     tg_link_t       held;      /* connections with broadcast output held for coalescing */
     tg_timer_t      held_timer; /* flushes <held> coalesce_ms after the first hold */
     uint32_t        coalesce_ms; /* 0: broadcast output goes out in its own iteration */
+    /* Load-triggered coalescing: while this loop queues more than
+     * <coalesce_above> broadcast writes a second, <coalesce_ms> is
+     * <coalesce_busy_ms>; below half of that, 0. Measured over 100 ms windows
+     * by <rate_timer>, armed only while writes come. */
+    uint32_t        coalesce_busy_ms; /* 0: off (coalesce_ms stays as set) */
+    uint32_t        coalesce_above;
+    uint32_t        ref_writes;  /* broadcast writes in the current window */
+    tg_timer_t      rate_timer;
     tg_link_t       closed;    /* connections to free after this iteration */
     atomic_int      inbound;   /* sockets posted to this loop, not yet adopted */
     atomic_bool     stop_asked;
@@ -120,6 +128,8 @@ void tg_loop_unwatch(tg_loop_t *loop, tg_watch_t *w);
 tg_conn_t *tg_loop_adopt(tg_loop_t *loop, int fd, const tg_proto_t *proto);
 /* Any thread: hands <fd> to <loop> to adopt with <proto>; counts it inbound. */
 void tg_loop_post_fd(tg_loop_t *loop, int fd, const tg_proto_t *proto);
+/* conn.c: a broadcast write was queued (it feeds load-triggered coalescing). */
+void tg_loop__count_ref_write(tg_loop_t *loop);
 
 /* Calls <fn> for every open connection (loop thread; <fn> may close it). */
 void tg_loop_each_conn(tg_loop_t *loop, void (*fn)(tg_conn_t *c, void *arg), void *arg);

@@ -461,6 +461,42 @@ static void coalesced_broadcasts_leave_together(void **state)
     tg_shared_unref(frame);
 }
 
+/* Load-triggered coalescing: writes go at once while few, are held once a
+ * 100 ms window saw more than coalesce_above a second, and go at once again
+ * after a quiet window. */
+static void busy_loop_coalesces_and_a_quiet_one_stops(void **state)
+{
+    struct fixture *f = *state;
+    f->loop.coalesce_busy_ms = 40;
+    f->loop.coalesce_above = 100; /* 10 writes in a window */
+    int p1;
+    tg_conn_t *a = adopt_pair(f, &f->loop, &p1);
+    assert_non_null(a);
+    tg_shared_t *frame = tg_shared_new(2);
+    assert_non_null(frame);
+    memcpy(frame->data, "m;", 2);
+    char buf[64];
+    for (int i = 0; i < 20; i++) { /* not busy yet: each goes out in its iteration */
+        assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
+        tg_loop_run_once(&f->loop, 0);
+        assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2);
+    }
+    for (int i = 0; i < 20 && f->loop.coalesce_ms == 0; i++)
+        tg_loop_run_once(&f->loop, WAIT_MS); /* the window ends: 200/s, busy */
+    assert_int_equal(f->loop.coalesce_ms, 40);
+    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
+    tg_loop_run_once(&f->loop, 0);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0); /* held */
+    for (int i = 0; i < 20 && f->loop.coalesce_ms != 0; i++)
+        tg_loop_run_once(&f->loop, WAIT_MS); /* a window with one write: quiet */
+    assert_int_equal(f->loop.coalesce_ms, 0);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2); /* the held one went */
+    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
+    tg_loop_run_once(&f->loop, 0);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2); /* at once again */
+    tg_shared_unref(frame);
+}
+
 static void written_bytes_reach_the_peer_after_one_iteration(void **state)
 {
     struct fixture *f = *state;
@@ -918,6 +954,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(paused_connection_notices_a_half_close, setup, teardown),
         cmocka_unit_test_setup_teardown(coalesced_broadcasts_leave_together, setup, teardown),
+        cmocka_unit_test_setup_teardown(busy_loop_coalesces_and_a_quiet_one_stops, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(refused_open_closes_the_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(adopting_an_unpollable_fd_fails_cleanly, setup, teardown),
         cmocka_unit_test_setup_teardown(connection_timer_calls_on_timer, setup, teardown),
