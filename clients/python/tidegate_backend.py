@@ -638,6 +638,7 @@ class Backend:
       or the link dropped and the job was forgotten, e.g. settled at its
       deadline). If the link dropped before the write, it is called when the
       remembered reply is written on a later link.
+      A drain ends only after the ``on_done`` of every reply it wrote.
     - ``reconnect``: when the link drops, connect again (backoff 0.1 s doubling
       to 5 s). With False, run() returns when the link closes.
     - ``on_connect(info)``: called (in the reader thread) when the gate's
@@ -1222,13 +1223,11 @@ class Backend:
         ok = self._write(link, frame)
         first = False
         with self._cv:
-            link.writing -= 1
             if ok and job is not None and not job._written:
                 job._written = first = True
                 entry = self._replies.get(job_id)
                 if entry is not None:
                     entry[1] = None    # the Job (and its body) is not needed any more
-            self._cv.notify_all()
         if first:
             job.written_ns = time.monotonic_ns()
             if self.on_done is not None:
@@ -1236,6 +1235,10 @@ class Backend:
                     self.on_done(job)
                 except Exception:
                     log.error("%s: on_done failed:\n%s", self.name, traceback.format_exc())
+        # Counted as writing until on_done has returned: a drain ends only then.
+        with self._cv:
+            link.writing -= 1
+            self._cv.notify_all()
 
 
 def main(argv=None):

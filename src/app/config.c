@@ -23,6 +23,8 @@ const tg_config_key_t tg_config_keys[] = {
       "one SO_REUSEPORT listener per IO loop instead of an acceptor thread" },
     { "backlog", TG_CFG_INT, F(backlog), 1, 1 << 20, "4096",
       "listen() backlog (the kernel caps it at net.core.somaxconn)" },
+    { "sndbuf", TG_CFG_SIZE, F(sndbuf), 0, 64u << 20, "0",
+      "kernel send buffer of each client connection (SO_SNDBUF); 0 = the kernel's autotuning" },
     { "log_level", TG_CFG_LOG_LEVEL, F(log_level), 0, 3, "info", "error, warn, info or debug" },
     { "log_file", TG_CFG_STRING, F(log_file), 0, 0, "",
       "append log lines to this file (reopened on SIGHUP); empty = stderr" },

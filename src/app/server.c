@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "app/admin.h"
@@ -138,6 +139,15 @@ static int open_listeners(tg_server_t *s, const char *addr, const tg_proto_t *pr
         if (fd < 0) {
             snprintf(err, cap, "listen %s: %s", addr, strerror(-fd));
             return fd;
+        }
+        /* Accepted sockets inherit the listener's send buffer size (and its
+         * lock against autotuning). */
+        int sndbuf = (int)s->cfg.sndbuf;
+        if (sndbuf && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) == -1) {
+            int e = errno;
+            close(fd);
+            snprintf(err, cap, "listen %s: SO_SNDBUF: %s", addr, strerror(e));
+            return -e;
         }
         if (i == 0) {
             /* Port 0 picks one port: the other listeners share it. */
