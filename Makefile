@@ -36,7 +36,7 @@ LDFLAGS_fuzz   := -fsanitize=fuzzer,address,undefined
 
 CFLAGS  := $(BASE) $(CFLAGS_$(VARIANT)) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(LDFLAGS_$(VARIANT))
-LIBS    := -lz -lcrypto -llz4 -lcares -lxxhash
+LIBS    := -lz -lcrypto -llz4 -lcares -lxxhash -luring
 
 SRC      := $(shell find src -name '*.c' ! -path src/app/main.c | sort)
 OBJ      := $(SRC:%.c=$(BUILD)/%.o)

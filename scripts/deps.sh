@@ -5,7 +5,7 @@
 #   scripts/deps.sh bench   build + load tools and peers (make bench)
 set -euo pipefail
 
-build=(gcc make pkg-config node-llhttp libssl-dev zlib1g-dev liblz4-dev libxxhash-dev
+build=(gcc make pkg-config node-llhttp libssl-dev zlib1g-dev liblz4-dev libxxhash-dev liburing-dev
        libc-ares-dev libhiredis-dev)
 test=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-websockets
       python3-aiohttp python3-redis python3-lz4 redis-server curl procps chromium nodejs)

@@ -23,6 +23,8 @@ const tg_config_key_t tg_config_keys[] = {
       "one SO_REUSEPORT listener per IO loop instead of an acceptor thread" },
     { "backlog", TG_CFG_INT, F(backlog), 1, 1 << 20, "4096",
       "listen() backlog (the kernel caps it at net.core.somaxconn)" },
+    { "io_uring", TG_CFG_BOOL, F(io_uring), 0, 1, "true",
+      "send to many connections in one system call (io_uring) when a loop has a batch" },
     { "sndbuf", TG_CFG_SIZE, F(sndbuf), 0, 64u << 20, "0",
       "kernel send buffer of each client connection (SO_SNDBUF); 0 = the kernel's autotuning" },
     { "log_level", TG_CFG_LOG_LEVEL, F(log_level), 0, 3, "info", "error, warn, info or debug" },

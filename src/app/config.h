@@ -41,6 +41,7 @@ typedef struct tg_config {
     int              workers;
     bool             reuseport;
     int              backlog;
+    bool             io_uring;      /* batch sends when the kernel allows */
     uint32_t         sndbuf;        /* SO_SNDBUF of client sockets; 0: autotuned */
     int              log_level;     /* tg_log_level_t */
     char             log_file[256]; /* empty: stderr */

@@ -238,6 +238,9 @@ int tg_server_start(tg_server_t *s, const tg_config_t *cfg, char *err, size_t ca
             s->loops[i].coalesce_above = cfg->push_coalesce_above;
         }
         s->loop_ptrs[i] = &s->loops[i];
+        char why[128];
+        if (tg_loop_batch_sends(&s->loops[i], cfg->io_uring, why, sizeof(why)) != 0 && i == 0)
+            tg_log_info("io_uring unavailable (%s): one send() per connection", why);
     }
     tg_chan_opts_t chan_defaults;
     tg_chan_rule_t rules[TG_CHAN_RULES_MAX];

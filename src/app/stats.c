@@ -153,10 +153,10 @@ void tg_stats_json(const tg_server_t *s, const tg_chan_count_t *top, int ntop, t
         tg_sbuf_printf(b,
                        "%s{\"id\":%d,\"live\":%llu,\"accepted\":%llu,\"closed\":%llu,"
                        "\"bytes_in\":%llu,\"bytes_out\":%llu,\"requests\":%llu,"
-                       "\"wakeups\":%llu,\"mails\":%llu}",
+                       "\"wakeups\":%llu,\"mails\":%llu,\"batches\":%llu,\"batched\":%llu}",
                        i ? "," : "", i, C(ls->live), C(ls->accepted), C(ls->closed),
                        C(ls->bytes_in), C(ls->bytes_out), C(s->http.loops[i].requests),
-                       C(ls->wakeups), C(ls->mails));
+                       C(ls->wakeups), C(ls->mails), C(ls->batches), C(ls->batched));
     }
     uint64_t ps[6];
     tg_push_stats(s->push, ps);

@@ -309,6 +309,44 @@ void tg_conn__flush(tg_conn_t *c)
         c->proto->on_drained(c);
 }
 
+bool tg_conn__batch(tg_conn_t *c, tg_sendbatch_t *b)
+{
+    if ((c->state != TG_CONN_OPEN && c->state != TG_CONN_DRAINING) || c->out.len == 0)
+        return false;
+    struct iovec *iov = tg_sendbatch_iov(b);
+    if (!iov)
+        return false;
+    tg_sendbatch_add(b, c->w.fd, tg_buf_iov(&c->out, iov, TG_SENDBATCH_IOV), c);
+    return true;
+}
+
+void tg_conn__batch_sent(tg_conn_t *c, long res, size_t asked)
+{
+    /* Callbacks run for sends earlier in the batch may have closed <c> (its
+     * output is gone with it) or queued more (it follows what was sent). */
+    if (c->state == TG_CONN_CLOSED || c->state == TG_CONN_LINGER)
+        return;
+    if (res == -EAGAIN) {
+        update_interest(c);
+        return;
+    }
+    if (res < 0 && res != -EINTR && res != -ENOTSOCK && res != -ECANCELED) {
+        tg_conn_close(c, TG_CONN_IOERR);
+        return;
+    }
+    if (res > 0) {
+        tg_counter_add(&c->loop->stats.bytes_out, (uint64_t)res);
+        tg_buf_consume(&c->out, &c->loop->chunks, (size_t)res);
+        if ((size_t)res < asked) { /* the socket is full: wait for EPOLLOUT */
+            update_interest(c);
+            return;
+        }
+    }
+    /* What is left (more than one send's iovecs, or a retry), and what an
+     * emptied queue means (interest, on_drained, linger). */
+    tg_conn__flush(c);
+}
+
 /* ---- reading ---- */
 
 static void on_read(tg_conn_t *c)

@@ -25,6 +25,7 @@
 
 #include "core/buf.h"
 #include "core/loop.h"
+#include "core/sendbatch.h"
 #include "core/timer.h"
 
 typedef uint64_t tg_conn_id_t; /* loop:8 | generation:24 | slot:32; 0 is never valid */
@@ -139,6 +140,11 @@ static inline bool tg_conn_open(const tg_conn_t *c)
 /* Used by loop.c. */
 tg_conn_t *tg_conn__new(tg_loop_t *loop, int fd);
 void       tg_conn__flush(tg_conn_t *c);
+/* Batched flush (loop.c): queues a send of <c>'s output in <b>. False when
+ * there is nothing to send, or no room: tg_conn__flush does it then. */
+bool       tg_conn__batch(tg_conn_t *c, tg_sendbatch_t *b);
+/* That send took <res> bytes of <asked>, or failed with -<res>. */
+void       tg_conn__batch_sent(tg_conn_t *c, long res, size_t asked);
 void       tg_conn__free_closed(tg_loop_t *loop);
 void       tg_conn__slab_fini(tg_loop_t *loop);
 

@@ -122,6 +122,8 @@ void tg_loop_fini(tg_loop_t *loop)
     loop->epfd = -1;
     free(loop->rbuf);
     loop->rbuf = NULL;
+    tg_sendbatch_destroy(loop->sendbatch);
+    loop->sendbatch = NULL;
 }
 
 int tg_loop_watch(tg_loop_t *loop, tg_watch_t *w, uint32_t events)
@@ -282,14 +284,66 @@ void tg_loop__count_ref_write(tg_loop_t *loop)
         tg_timer_arm(&loop->wheel, &loop->rate_timer, RATE_WINDOW_MS);
 }
 
+static void batch_sent(void *tag, long res, size_t asked, void *arg)
+{
+    (void)arg;
+    tg_conn__batch_sent(tag, res, asked);
+}
+
+/* Up to a batch of connections with output, sent with one system call. */
+static void flush_batch(tg_loop_t *loop)
+{
+    tg_conn_t *rest[TG_SENDBATCH_DEPTH];
+    int nrest = 0;
+    tg_link_t *l;
+    while (nrest < TG_SENDBATCH_DEPTH && tg_sendbatch_iov(loop->sendbatch) &&
+           (l = tg_list_shift(&loop->dirty)) != NULL) {
+        tg_conn_t *c = tg_container_of(l, tg_conn_t, link);
+        c->dirty = false;
+        if (!tg_conn__batch(c, loop->sendbatch))
+            rest[nrest++] = c; /* after the batch: its callbacks must not run before */
+    }
+    int queued = tg_sendbatch_queued(loop->sendbatch);
+    int err = tg_sendbatch_submit(loop->sendbatch, batch_sent, NULL);
+    if (err == 0) {
+        tg_counter_add(&loop->stats.batches, 1);
+        tg_counter_add(&loop->stats.batched, (uint64_t)queued);
+    } else {
+        tg_log_warn("loop %d: io_uring refused a batch of sends (%s): sending one by one "
+                    "from now on", loop->id, strerror(-err));
+        tg_sendbatch_destroy(loop->sendbatch);
+        loop->sendbatch = NULL;
+    }
+    for (int i = 0; i < nrest; i++)
+        tg_conn__flush(rest[i]);
+}
+
 static void flush_dirty(tg_loop_t *loop)
 {
     tg_link_t *l;
-    while ((l = tg_list_shift(&loop->dirty)) != NULL) {
+    while (!tg_list_empty(&loop->dirty)) {
+        /* One connection: send() costs what one submit costs. */
+        if (loop->sendbatch && loop->dirty.next->next != &loop->dirty) {
+            flush_batch(loop);
+            continue;
+        }
+        l = tg_list_shift(&loop->dirty);
         tg_conn_t *c = tg_container_of(l, tg_conn_t, link);
         c->dirty = false;
         tg_conn__flush(c);
     }
+}
+
+int tg_loop_batch_sends(tg_loop_t *loop, bool on, char *why, size_t cap)
+{
+    if (!on) {
+        tg_sendbatch_destroy(loop->sendbatch);
+        loop->sendbatch = NULL;
+        return 0;
+    }
+    if (!loop->sendbatch && !(loop->sendbatch = tg_sendbatch_create(why, cap)))
+        return -ENOTSUP;
+    return 0;
 }
 
 /* Returns false once the loop has stopped for good. */

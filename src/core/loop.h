@@ -17,6 +17,7 @@
 #include "core/list.h"
 #include "core/mbox.h"
 #include "core/pool.h"
+#include "core/sendbatch.h"
 #include "core/timer.h"
 
 #define TG_LOOP_EVENTS    256   /* epoll events per wait */
@@ -49,6 +50,8 @@ typedef struct tg_loop_stats {
     tg_counter_t mails;     /* mailbox entries handled */
     tg_counter_t wakeups;   /* epoll_wait returns */
     tg_counter_t nomem;     /* connections closed for want of memory */
+    tg_counter_t batches;   /* batches of sends the kernel took (io_uring) */
+    tg_counter_t batched;   /* sends that went in them */
     tg_counter_t reasons[TG_REASONS]; /* closes by reason (see tg_conn_close) */
 } tg_loop_stats_t;
 
@@ -84,6 +87,7 @@ struct tg_loop {
     uint32_t        coalesce_above;
     uint32_t        ref_writes;  /* broadcast writes in the current window */
     tg_timer_t      rate_timer;
+    tg_sendbatch_t *sendbatch; /* NULL: output goes with one send() per connection */
     tg_link_t       closed;    /* connections to free after this iteration */
     atomic_int      inbound;   /* sockets posted to this loop, not yet adopted */
     atomic_bool     stop_asked;
@@ -130,6 +134,12 @@ tg_conn_t *tg_loop_adopt(tg_loop_t *loop, int fd, const tg_proto_t *proto);
 void tg_loop_post_fd(tg_loop_t *loop, int fd, const tg_proto_t *proto);
 /* conn.c: a broadcast write was queued (it feeds load-triggered coalescing). */
 void tg_loop__count_ref_write(tg_loop_t *loop);
+
+/* Boot thread, or the loop's: with <on>, the output of many connections at the
+ * end of an iteration goes out in one system call (core/sendbatch.h). Returns
+ * 0, or -ENOTSUP with <why> filled when the kernel refuses io_uring (sends
+ * then go one by one). */
+int  tg_loop_batch_sends(tg_loop_t *loop, bool on, char *why, size_t cap);
 
 /* Calls <fn> for every open connection (loop thread; <fn> may close it). */
 void tg_loop_each_conn(tg_loop_t *loop, void (*fn)(tg_conn_t *c, void *arg), void *arg);

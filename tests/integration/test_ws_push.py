@@ -142,8 +142,11 @@ def test_resume_past_history_is_a_gap(make_server):
     run(scenario())
 
 
-def test_every_subscriber_on_every_loop_sees_every_message_once_in_order(make_server):
-    server = make_server(io_threads=2)
+@pytest.mark.parametrize("io_uring", ["true", "false"])
+def test_every_subscriber_on_every_loop_sees_every_message_once_in_order(make_server, io_uring):
+    """With io_uring a loop sends a broadcast's frames in batches (one system
+    call for many connections); without, one send() each. Same result."""
+    server = make_server({"io_uring": io_uring}, io_threads=2)
     n_subs, n_msgs = 200, 300
 
     async def scenario():
@@ -180,6 +183,10 @@ def test_every_subscriber_on_every_loop_sees_every_message_once_in_order(make_se
     run(scenario(), timeout=120)
     loops = server.stats()["loops"]
     assert all(lp["accepted"] > 0 for lp in loops), loops   # subscribers on every loop
+    if io_uring == "true":
+        assert all(lp["batched"] > lp["batches"] > 0 for lp in loops), loops
+    else:
+        assert all(lp["batches"] == 0 for lp in loops), loops
 
 
 def test_client_commands_publish_ping_and_errors(server):

@@ -34,7 +34,7 @@
 
 #define WAIT_MS  5000 /* longest wait for an event that must come */
 #define RECV_MAX (8u << 20)
-#define PEERS    16
+#define PEERS    320 /* more than a batch of sends (TG_SENDBATCH_DEPTH) */
 
 /* What the protocol saw, and how it should behave. */
 struct fixture {
@@ -59,6 +59,7 @@ struct fixture {
     const char *answer;        /* on_data queues this ... */
     size_t     answer_len;     /* ... many bytes */
     int        refuse_open;    /* on_open returns this */
+    tg_conn_t *close_when_drained; /* on_drained of any other connection closes it */
 };
 
 static int proto_open(tg_conn_t *c)
@@ -87,6 +88,10 @@ static void proto_drained(tg_conn_t *c)
 {
     struct fixture *f = c->loop->app;
     f->drained++;
+    if (f->close_when_drained && f->close_when_drained != c) {
+        tg_conn_close(f->close_when_drained, TG_CONN_REASON_USER + 2);
+        f->close_when_drained = NULL;
+    }
 }
 
 static void proto_timer(tg_conn_t *c)
@@ -130,6 +135,20 @@ static int setup(void **state)
     for (int i = 0; i < PEERS; i++)
         f->peers[i] = -1;
     *state = f;
+    return 0;
+}
+
+/* The same fixture, with the loop's output sent in batches (io_uring). */
+static int setup_batched(void **state)
+{
+    if (setup(state) != 0)
+        return -1;
+    struct fixture *f = *state;
+    char why[128];
+    if (tg_loop_batch_sends(&f->loop, true, why, sizeof(why)) != 0) {
+        fprintf(stderr, "io_uring: %s\n", why);
+        return -1;
+    }
     return 0;
 }
 
@@ -424,6 +443,106 @@ static void shared_frame_reaches_every_peer_without_copy(void **state)
     assert_int_equal(f->loop.refs.taken, 0);
     assert_int_equal(f->loop.chunks.taken, 0);
     tg_shared_unref(frame);
+}
+
+/* More connections than one batch holds: every peer gets the frame after one
+ * iteration, and every reference goes back. */
+static void broadcast_to_many_connections_goes_out_in_one_iteration(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 300 };
+    int peers[N];
+    tg_shared_t *frame = tg_shared_new(3);
+    assert_non_null(frame);
+    memcpy(frame->data, "msg", 3);
+    for (int i = 0; i < N; i++) {
+        tg_conn_t *c = adopt_pair(f, &f->loop, &peers[i]);
+        assert_non_null(c);
+        assert_int_equal(tg_conn_write_ref(c, frame, 0, 3), 0);
+    }
+    tg_loop_run_once(&f->loop, 0);
+    char buf[8];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(peer_read(peers[i], buf, sizeof(buf)), 3);
+        assert_memory_equal(buf, "msg", 3);
+    }
+    assert_int_equal(atomic_load(&frame->refs), 1);
+    assert_int_equal(f->drained, N);
+    assert_int_equal(tg_counter_get(&f->loop.stats.bytes_out), 3 * N);
+    if (f->loop.sendbatch) /* two batches: the ring holds 256 sends */
+        assert_int_equal(tg_counter_get(&f->loop.stats.batched), N);
+    else
+        assert_int_equal(tg_counter_get(&f->loop.stats.batches), 0);
+    tg_shared_unref(frame);
+}
+
+/* In one flush: a socket that takes part of its output waits for EPOLLOUT,
+ * one whose peer has gone is closed, and the others are not disturbed. */
+static void full_and_broken_sockets_among_others_in_one_flush(void **state)
+{
+    struct fixture *f = *state;
+    enum { BIG = 4 << 20 };
+    char *big = malloc(BIG);
+    assert_non_null(big);
+    for (size_t i = 0; i < BIG; i++)
+        big[i] = (char)(i * 7);
+    int pf, pg, pb;
+    tg_conn_t *full = adopt_pair(f, &f->loop, &pf);
+    tg_conn_t *gone = adopt_pair(f, &f->loop, &pg);
+    tg_conn_t *fine = adopt_pair(f, &f->loop, &pb);
+    assert_non_null(full);
+    assert_non_null(gone);
+    assert_non_null(fine);
+    close_peer(f, pg);
+    assert_int_equal(tg_conn_write(full, big, BIG), 0);
+    assert_int_equal(tg_conn_write(gone, "lost", 4), 0);
+    assert_int_equal(tg_conn_write(fine, "ok", 2), 0);
+    tg_loop_run_once(&f->loop, 0);
+    char b[4];
+    assert_int_equal(peer_read(pb, b, sizeof(b)), 2);
+    assert_memory_equal(b, "ok", 2);
+    assert_true(tg_conn_pending(full) > 0);
+    assert_true(tg_conn_pending(full) < BIG);
+    assert_int_equal(f->closes, 1);
+    assert_ptr_equal(f->last_closed, gone);
+    assert_int_equal(f->last_reason, TG_CONN_IOERR);
+    size_t got = 0;
+    char *rx = malloc(BIG);
+    assert_non_null(rx);
+    for (int i = 0; i < 10000 && got < BIG; i++) {
+        ssize_t n = peer_read(pf, rx + got, BIG - got);
+        assert_true(n >= 0);
+        got += (size_t)n;
+        tg_loop_run_once(&f->loop, n > 0 ? 0 : WAIT_MS);
+    }
+    assert_int_equal(got, BIG);
+    assert_memory_equal(rx, big, BIG);
+    assert_int_equal(tg_conn_pending(full), 0);
+    assert_int_equal(tg_counter_get(&f->loop.stats.batched), f->loop.sendbatch ? 3 : 0);
+    free(rx);
+    free(big);
+}
+
+/* A callback run for one send of a flush closes a connection whose send comes
+ * later in the same flush: nothing more is done with it. */
+static void connection_closed_by_an_earlier_callback_of_the_flush(void **state)
+{
+    struct fixture *f = *state;
+    int p1, p2;
+    tg_conn_t *a = adopt_pair(f, &f->loop, &p1);
+    tg_conn_t *b = adopt_pair(f, &f->loop, &p2);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(tg_conn_write(a, "a", 1), 0);
+    assert_int_equal(tg_conn_write(b, "b", 1), 0);
+    f->close_when_drained = b; /* a drains first: its callback closes b */
+    tg_loop_run_once(&f->loop, 0);
+    assert_int_equal(f->closes, 1);
+    assert_ptr_equal(f->last_closed, b);
+    assert_int_equal(f->drained, 1);
+    char buf[4];
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 1);
+    assert_int_equal(f->loop.chunks.taken, 0);
 }
 
 /* push.coalesce: broadcast frames wait for the window and leave in one
@@ -921,47 +1040,69 @@ static void loop_fini_closes_what_is_still_open(void **state)
     }
 }
 
+/* Every test runs twice: with one send() per connection, and with the loop's
+ * output sent in batches. */
+#define TESTS(setup_fn)                                                                        \
+    {                                                                                          \
+        cmocka_unit_test_setup_teardown(adopted_connection_looks_up_by_its_id, setup_fn,       \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(closed_slot_is_reused_and_old_id_goes_stale, setup_fn, \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(ids_are_never_zero_nor_reused_by_a_new_generation,     \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(live_connections_have_distinct_ids_across_slab_chunks, \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(id_from_another_loop_is_refused, setup_fn, teardown),  \
+        cmocka_unit_test_setup_teardown(shared_frame_reaches_every_peer_without_copy,          \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(broadcast_to_many_connections_goes_out_in_one_iteration, \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(full_and_broken_sockets_among_others_in_one_flush,     \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(connection_closed_by_an_earlier_callback_of_the_flush, \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(written_bytes_reach_the_peer_after_one_iteration,      \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(large_write_drains_as_the_peer_reads, setup_fn,        \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(peer_bytes_reach_on_data_in_order, setup_fn, teardown), \
+        cmocka_unit_test_setup_teardown(echo_from_on_data_goes_back_to_the_peer, setup_fn,     \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(peer_eof_closes_the_connection, setup_fn, teardown),   \
+        cmocka_unit_test_setup_teardown(close_drops_queued_output, setup_fn, teardown),        \
+        cmocka_unit_test_setup_teardown(close_inside_on_data_is_safe, setup_fn, teardown),     \
+        cmocka_unit_test_setup_teardown(                                                       \
+            close_after_flush_writes_then_lingers_until_the_peer_closes, setup_fn, teardown),  \
+        cmocka_unit_test_setup_teardown(half_closed_peer_still_gets_its_answer, setup_fn,      \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(paused_connection_reads_nothing_until_resumed,         \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(pause_leaves_the_epoll_set_only_when_bytes_come,       \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(paused_connection_still_notices_the_peer_is_gone,      \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(paused_connection_notices_a_half_close, setup_fn,      \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(coalesced_broadcasts_leave_together, setup_fn,         \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(busy_loop_coalesces_and_a_quiet_one_stops, setup_fn,   \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(refused_open_closes_the_connection, setup_fn,          \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(adopting_an_unpollable_fd_fails_cleanly, setup_fn,     \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(connection_timer_calls_on_timer, setup_fn, teardown),  \
+        cmocka_unit_test_setup_teardown(loop_fini_closes_what_is_still_open, setup_fn,         \
+                                        teardown),                                             \
+    }
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(adopted_connection_looks_up_by_its_id, setup, teardown),
-        cmocka_unit_test_setup_teardown(closed_slot_is_reused_and_old_id_goes_stale, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(ids_are_never_zero_nor_reused_by_a_new_generation,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(live_connections_have_distinct_ids_across_slab_chunks,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(id_from_another_loop_is_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(shared_frame_reaches_every_peer_without_copy, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(written_bytes_reach_the_peer_after_one_iteration, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(large_write_drains_as_the_peer_reads, setup, teardown),
-        cmocka_unit_test_setup_teardown(peer_bytes_reach_on_data_in_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(echo_from_on_data_goes_back_to_the_peer, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(peer_eof_closes_the_connection, setup, teardown),
-        cmocka_unit_test_setup_teardown(close_drops_queued_output, setup, teardown),
-        cmocka_unit_test_setup_teardown(close_inside_on_data_is_safe, setup, teardown),
-        cmocka_unit_test_setup_teardown(
-            close_after_flush_writes_then_lingers_until_the_peer_closes, setup, teardown),
-        cmocka_unit_test_setup_teardown(half_closed_peer_still_gets_its_answer, setup, teardown),
-        cmocka_unit_test_setup_teardown(paused_connection_reads_nothing_until_resumed, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(pause_leaves_the_epoll_set_only_when_bytes_come, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(paused_connection_still_notices_the_peer_is_gone, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(paused_connection_notices_a_half_close, setup, teardown),
-        cmocka_unit_test_setup_teardown(coalesced_broadcasts_leave_together, setup, teardown),
-        cmocka_unit_test_setup_teardown(busy_loop_coalesces_and_a_quiet_one_stops, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(refused_open_closes_the_connection, setup, teardown),
-        cmocka_unit_test_setup_teardown(adopting_an_unpollable_fd_fails_cleanly, setup, teardown),
-        cmocka_unit_test_setup_teardown(connection_timer_calls_on_timer, setup, teardown),
-        cmocka_unit_test_setup_teardown(loop_fini_closes_what_is_still_open, setup, teardown),
-    };
+    const struct CMUnitTest one_by_one[] = TESTS(setup);
+    const struct CMUnitTest batched[] = TESTS(setup_batched);
     if (getenv("TG_TEST_FILTER")) /* e.g. TG_TEST_FILTER='close*' */
         cmocka_set_test_filter(getenv("TG_TEST_FILTER"));
-    return cmocka_run_group_tests_name("core/conn", tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("core/conn", one_by_one, NULL, NULL);
+    failed += cmocka_run_group_tests_name("core/conn, batched sends", batched, NULL, NULL);
+    return failed;
 }
