@@ -17,6 +17,7 @@ FIGURES = {
     "bytes_per_conn": ("user-space bytes per connection", "low", 1, "B"),
     "deliveries_per_s": ("deliveries/s", "high", 1, ""),
     "cpu_us_per_delivery": ("server CPU per delivery", "low", 1, "us"),
+    "user_us_per_delivery": ("  of it in user space", "low", 1, "us"),
     "p50_us": ("latency p50", "low", 0.001, "ms"),
     "p99_us": ("latency p99", "low", 0.001, "ms"),
     "lost_dup": ("lost + duplicated", "low", 1, ""),
@@ -26,7 +27,8 @@ FIGURES = {
 BY_SCENARIO = {
     "idle-ws": ["connected", "bytes_per_conn"],
     "idle-sse": ["connected", "bytes_per_conn"],
-    "base": ["deliveries_per_s", "cpu_us_per_delivery", "p50_us", "p99_us", "lost_dup"],
+    "base": ["deliveries_per_s", "cpu_us_per_delivery", "user_us_per_delivery", "p50_us",
+             "p99_us", "lost_dup"],
     "fanout-ws": ["deliveries_per_s", "cpu_us_per_delivery", "p50_us", "p99_us", "lost_dup"],
     "fanout-sse": ["deliveries_per_s", "cpu_us_per_delivery", "p50_us", "p99_us", "lost_dup"],
     "burst": ["deliveries_per_s", "cpu_us_per_delivery", "p99_us", "lost_dup"],
@@ -51,6 +53,9 @@ def figure(d, key):
     if key == "lost_dup":
         a, b = num(d, "lost"), num(d, "dup")
         return None if a is None or b is None else a + b
+    if key == "user_us_per_delivery":     # the rest is the kernel's (TCP, loopback)
+        a, b = num(d, "cpu_us_per_delivery"), num(d, "sys_us_per_delivery")
+        return None if a is None or b is None else max(a - b, 0.0)
     if key == "fd_growth":
         a, b = num(d, "fds_after"), num(d, "fds_before")
         return None if a is None or b is None else a - b

@@ -300,9 +300,21 @@ echo_ok() {
 }
 
 # PIDs of a proxy (nginx: master and workers) and of the backend behind it
+# (nginx: the master and its children, but not the cache loader, which exits by
+# itself a minute after the start: proxy_cache_path is always configured)
 proxy_pids() {
+  local p
   echo "${PID[$1]}"
-  if [[ $1 == nginx ]]; then pgrep -P "${PID[nginx]}" || true; fi
+  [[ $1 == nginx ]] || return 0
+  for p in $(pgrep -P "${PID[nginx]}"); do
+    grep -qa "cache loader" "/proc/$p/cmdline" 2>/dev/null || echo "$p"
+  done
+}
+# pid_name PID: the name we started it under ("nginx worker" for a master's child)
+pid_name() {
+  local n
+  for n in "${!PID[@]}"; do [[ ${PID[$n]} == "$1" ]] && { echo "$n"; return; }; done
+  echo "nginx worker"
 }
 backend_of() { if [[ $1 == nginx ]]; then echo echo-http; else echo echo; fi; }
 
@@ -360,7 +372,11 @@ run_wrk() {
     return 1
   fi
   for p in "${ppids[@]}" "$bpid"; do
-    kill -0 "$p" 2>/dev/null || { note "$proxy $kind: pid $p died under load"; return 1; }
+    kill -0 "$p" 2>/dev/null || {
+      note "$proxy $kind: pid $p ($(pid_name "$p")) died under load"
+      tail -n 5 "$TMP"/*.log "$TMP"/*/error.log 2>/dev/null >&2
+      return 1
+    }
   done
   p1=$(cpu_ticks "${ppids[@]}")
   b1=$(cpu_ticks "$bpid")

@@ -166,6 +166,7 @@ void *pub_main(void *arg);
 typedef struct procsnap {
     bool     ok;
     uint64_t cpu_us;                   /* utime + stime */
+    uint64_t sys_us;                   /* stime: in the kernel (sockets, TCP) */
     uint64_t rss_kb, pss_kb;
     int      fds;
 } procsnap_t;

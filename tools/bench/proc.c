@@ -1,5 +1,6 @@
 /* tools/bench/proc.c - a server's figures from /proc, summed over the --pid processes
- * (nginx: the master and its workers): CPU time (utime + stime, every thread), VmRSS, Pss
+ * (nginx: the master and its workers): CPU time (utime + stime, every thread; stime,
+ * the kernel's share, apart too), VmRSS, Pss
  * (smaps_rollup: shared pages counted once across the processes) and open descriptors. */
 #include <dirent.h>
 #include <stdio.h>
@@ -8,8 +9,9 @@
 
 #include "bench.h"
 
-/* utime + stime of <pid> in microseconds; -1 when it is gone. */
-static long long cpu_us(int pid)
+/* utime + stime of <pid> in microseconds, and stime alone in <*sys_us>; -1
+ * when it is gone. */
+static long long cpu_us(int pid, long long *sys_us)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
@@ -25,7 +27,9 @@ static long long cpu_us(int pid)
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -1;
     long hz = sysconf(_SC_CLK_TCK);
-    return (long long)((ut + st) * 1000000ull / (unsigned long long)(hz > 0 ? hz : 100));
+    unsigned long long tick_us = 1000000ull / (unsigned long long)(hz > 0 ? hz : 100);
+    *sys_us = (long long)(st * tick_us);
+    return (long long)((ut + st) * tick_us);
 }
 
 /* The "<key>: N kB" line of <file> of <pid>; -1 when absent. */
@@ -67,7 +71,7 @@ void proc_snap(procsnap_t *s)
     memset(s, 0, sizeof(*s));
     s->ok = B.npids > 0;
     for (int k = 0; k < B.npids; k++) {
-        long long c = cpu_us(B.pids[k]), r = kb_field(B.pids[k], "status", "VmRSS"),
+        long long sys = 0, c = cpu_us(B.pids[k], &sys), r = kb_field(B.pids[k], "status", "VmRSS"),
                   p = kb_field(B.pids[k], "smaps_rollup", "Pss");
         int f = fd_count(B.pids[k]);
         if (c < 0 || r < 0 || f < 0) {
@@ -75,6 +79,7 @@ void proc_snap(procsnap_t *s)
             continue;
         }
         s->cpu_us += (uint64_t)c;
+        s->sys_us += (uint64_t)sys;
         s->rss_kb += (uint64_t)r;
         s->pss_kb += p > 0 ? (uint64_t)p : 0;
         s->fds += f;
