@@ -330,7 +330,7 @@ void tg_conn__batch_sent(tg_conn_t *c, long res, size_t asked)
         update_interest(c);
         return;
     }
-    if (res < 0 && res != -EINTR && res != -ENOTSOCK && res != -ECANCELED) {
+    if (res < 0 && res != -EINTR && res != -ENOTSOCK) {
         tg_conn_close(c, TG_CONN_IOERR);
         return;
     }

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -179,6 +180,15 @@ static tg_conn_t *adopt_pair(struct fixture *f, tg_loop_t *loop, int *peer)
     f->peers[f->npeers++] = sv[1];
     *peer = sv[1];
     return tg_loop_adopt(loop, sv[0], &test_proto);
+}
+
+/* Two connections of the fixture's loop, with their peers. */
+static void adopt_two(struct fixture *f, tg_conn_t **a, int *pa, tg_conn_t **b, int *pb)
+{
+    *a = adopt_pair(f, &f->loop, pa);
+    *b = adopt_pair(f, &f->loop, pb);
+    assert_non_null(*a);
+    assert_non_null(*b);
 }
 
 static void close_peer(struct fixture *f, int peer)
@@ -421,10 +431,8 @@ static void shared_frame_reaches_every_peer_without_copy(void **state)
 {
     struct fixture *f = *state;
     int p1, p2;
-    tg_conn_t *a = adopt_pair(f, &f->loop, &p1);
-    tg_conn_t *b = adopt_pair(f, &f->loop, &p2);
-    assert_non_null(a);
-    assert_non_null(b);
+    tg_conn_t *a, *b;
+    adopt_two(f, &a, &p1, &b, &p2);
     tg_shared_t *frame = tg_shared_new(5);
     assert_non_null(frame);
     memcpy(frame->data, "FRAME", 5);
@@ -529,10 +537,8 @@ static void connection_closed_by_an_earlier_callback_of_the_flush(void **state)
 {
     struct fixture *f = *state;
     int p1, p2;
-    tg_conn_t *a = adopt_pair(f, &f->loop, &p1);
-    tg_conn_t *b = adopt_pair(f, &f->loop, &p2);
-    assert_non_null(a);
-    assert_non_null(b);
+    tg_conn_t *a, *b;
+    adopt_two(f, &a, &p1, &b, &p2);
     assert_int_equal(tg_conn_write(a, "a", 1), 0);
     assert_int_equal(tg_conn_write(b, "b", 1), 0);
     f->close_when_drained = b; /* a drains first: its callback closes b */
@@ -545,6 +551,60 @@ static void connection_closed_by_an_earlier_callback_of_the_flush(void **state)
     assert_int_equal(f->loop.chunks.taken, 0);
 }
 
+/* The io_uring ring's descriptor in this process, or -1. */
+static int ring_fd(void)
+{
+    int found = -1;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char path[300], target[64];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, target, sizeof(target) - 1);
+        if (n > 0) {
+            target[n] = '\0';
+            if (strstr(target, "io_uring"))
+                found = atoi(e->d_name);
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+/* A kernel that refuses a batch (here: the ring's descriptor replaced behind
+ * its back): that batch's sends go one by one, and so does every later flush. */
+static void refused_batch_falls_back_to_one_send_each(void **state)
+{
+    struct fixture *f = *state;
+    int p1, p2;
+    tg_conn_t *a, *b;
+    adopt_two(f, &a, &p1, &b, &p2);
+    bool batched = f->loop.sendbatch != NULL;
+    int ring = batched ? ring_fd() : -1;
+    if (batched) {
+        assert_true(ring >= 0);
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        assert_true(devnull >= 0);
+        assert_int_equal(dup2(devnull, ring), ring); /* io_uring_enter: not a ring */
+        close(devnull);
+    }
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(tg_conn_write(a, "a;", 2), 0);
+        assert_int_equal(tg_conn_write(b, "b;", 2), 0);
+        tg_loop_run_once(&f->loop, 0);
+        char buf[8];
+        assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2);
+        assert_memory_equal(buf, "a;", 2);
+        assert_int_equal(peer_read(p2, buf, sizeof(buf)), 2);
+        assert_memory_equal(buf, "b;", 2);
+    }
+    assert_null(f->loop.sendbatch);
+    assert_int_equal(tg_counter_get(&f->loop.stats.batches), 0);
+    assert_int_equal(f->closes, 0);
+    assert_int_equal(f->loop.chunks.taken, 0);
+}
+
 /* push.coalesce: broadcast frames wait for the window and leave in one
  * write; a reply sends what is held at once. */
 static void coalesced_broadcasts_leave_together(void **state)
@@ -552,10 +612,8 @@ static void coalesced_broadcasts_leave_together(void **state)
     struct fixture *f = *state;
     f->loop.coalesce_ms = 30;
     int p1, p2;
-    tg_conn_t *a = adopt_pair(f, &f->loop, &p1);
-    tg_conn_t *b = adopt_pair(f, &f->loop, &p2);
-    assert_non_null(a);
-    assert_non_null(b);
+    tg_conn_t *a, *b;
+    adopt_two(f, &a, &p1, &b, &p2);
     tg_shared_t *frame = tg_shared_new(2);
     assert_non_null(frame);
     memcpy(frame->data, "m;", 2);
@@ -1061,6 +1119,8 @@ static void loop_fini_closes_what_is_still_open(void **state)
                                         setup_fn, teardown),                                   \
         cmocka_unit_test_setup_teardown(connection_closed_by_an_earlier_callback_of_the_flush, \
                                         setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(refused_batch_falls_back_to_one_send_each, setup_fn,   \
+                                        teardown),                                             \
         cmocka_unit_test_setup_teardown(written_bytes_reach_the_peer_after_one_iteration,      \
                                         setup_fn, teardown),                                   \
         cmocka_unit_test_setup_teardown(large_write_drains_as_the_peer_reads, setup_fn,        \
