@@ -68,7 +68,7 @@ const tg_config_key_t tg_config_keys[] = {
     { "push.coalesce_busy", TG_CFG_DURATION, F(push_coalesce_busy_ms), 0, 1000, "25ms",
       "with push.coalesce at 0ms: the hold while a loop is busy with broadcasts (more than "
       "push.coalesce_above writes a second); 0ms = never" },
-    { "push.coalesce_above", TG_CFG_INT, F(push_coalesce_above), 0, 100000000, "100000",
+    { "push.coalesce_above", TG_CFG_INT, F(push_coalesce_above), 0, 100000000, "20000",
       "broadcast writes a second past which an IO loop counts as busy (see push.coalesce_busy)" },
     { "ws.max_message", TG_CFG_SIZE, F(ws_max_message), 125, 1ull << 30, "64k",
       "largest WebSocket message a client may send; larger closes with 1009" },

@@ -62,6 +62,7 @@ tg_conn_t *tg_conn__new(tg_loop_t *loop, int fd)
     c->w.cb = on_io;
     c->loop = loop;
     c->state = TG_CONN_OPEN;
+    c->mark_ms = (uint32_t)loop->now_ms - UINT32_MAX / 2; /* never written */
     tg_timer_init(&c->timer, on_timer);
     return c;
 }
@@ -235,15 +236,20 @@ static int queued(tg_conn_t *c, int rc, size_t n)
     return 0;
 }
 
+/* A held connection's output joins the dirty, to go at the iteration's end. */
+static void unhold(tg_conn_t *c)
+{
+    tg_link_remove(&c->link);
+    c->held = false;
+    tg_list_push(&c->loop->dirty, &c->link);
+}
+
 int tg_conn_write(tg_conn_t *c, const void *p, size_t n)
 {
     if (c->state != TG_CONN_OPEN)
         return -EPIPE;
-    if (c->held) { /* a reply: it goes now, with what was held */
-        tg_link_remove(&c->link);
-        c->held = false;
-        tg_list_push(&c->loop->dirty, &c->link);
-    }
+    if (c->held) /* a reply: it goes now, with what was held */
+        unhold(c);
     return queued(c, tg_buf_append(&c->out, &c->loop->chunks, p, n), n);
 }
 
@@ -253,24 +259,41 @@ int tg_conn_write_ref(tg_conn_t *c, tg_shared_t *s, size_t off, size_t len)
         return -EPIPE;
     tg_loop_t *loop = c->loop;
     tg_loop__count_ref_write(loop);
-    if (loop->coalesce_ms && !c->dirty && len > 0 && !loop->stopping) {
-        /* Held, not dirty: the held timer sends it with what follows. */
-        int rc = tg_buf_append_ref(&c->out, &loop->chunks, s, off, len);
-        if (rc != 0)
-            return queued(c, rc, len);
+    int rc = tg_buf_append_ref(&c->out, &loop->chunks, s, off, len);
+    if (rc != 0 || len == 0)
+        return queued(c, rc, len);
+    if (c->held) {
+        tg_counter_add(&loop->stats.coalesced, 1);
+        if (++c->held_n >= loop->coalesce_count)
+            unhold(c);
+        return 0;
+    }
+    uint32_t now = (uint32_t)loop->now_ms;
+    if (!c->dirty && loop->coalesce_ms && !loop->stopping &&
+        now - c->mark_ms < loop->coalesce_ms) {
+        /* Written recently: what follows may share the next write. */
         c->dirty = true;
         c->held = true;
+        c->held_n = 1;
+        c->mark_ms = now;
         tg_list_push(&loop->held, &c->link);
         if (!tg_timer_armed(&loop->held_timer))
             tg_timer_arm(&loop->wheel, &loop->held_timer, loop->coalesce_ms);
         return 0;
     }
-    return queued(c, tg_buf_append_ref(&c->out, &loop->chunks, s, off, len), len);
+    return queued(c, 0, len);
+}
+
+/* <n> bytes of the queue went out. */
+static void sent(tg_conn_t *c, size_t n)
+{
+    tg_counter_add(&c->loop->stats.bytes_out, (uint64_t)n);
+    tg_buf_consume(&c->out, &c->loop->chunks, n);
+    c->mark_ms = (uint32_t)c->loop->now_ms;
 }
 
 void tg_conn__flush(tg_conn_t *c)
 {
-    tg_loop_t *loop = c->loop;
     if (c->state == TG_CONN_CLOSED || c->state == TG_CONN_LINGER)
         return;
     while (c->out.len > 0) {
@@ -295,8 +318,7 @@ void tg_conn__flush(tg_conn_t *c)
             tg_conn_close(c, TG_CONN_IOERR);
             return;
         }
-        tg_counter_add(&loop->stats.bytes_out, (uint64_t)n);
-        tg_buf_consume(&c->out, &loop->chunks, (size_t)n);
+        sent(c, (size_t)n);
         if ((size_t)n < asked) { /* the socket is full: wait for EPOLLOUT */
             update_interest(c);
             return;
@@ -335,8 +357,7 @@ void tg_conn__batch_sent(tg_conn_t *c, long res, size_t asked)
         return;
     }
     if (res > 0) {
-        tg_counter_add(&c->loop->stats.bytes_out, (uint64_t)res);
-        tg_buf_consume(&c->out, &c->loop->chunks, (size_t)res);
+        sent(c, (size_t)res);
         if ((size_t)res < asked) { /* the socket is full: wait for EPOLLOUT */
             update_interest(c);
             return;

@@ -88,7 +88,11 @@ struct tg_conn {
     bool              held;    /* on loop->held rather than loop->dirty (dirty is set too) */
     bool              dirty;   /* on loop->dirty */
     bool              rd_eof;  /* the peer will send nothing more */
+    uint8_t           held_n;  /* while held: broadcast writes held */
     uint32_t          flags;   /* free for the protocol */
+    /* Loop clock, low 32 bits: while held, when the hold began (loop->held is
+     * in that order); otherwise, when output last went out. */
+    uint32_t          mark_ms;
 };
 
 /* Loop thread. The id other threads use to name <c>. */
@@ -109,9 +113,12 @@ tg_conn_t *tg_conn_lookup(tg_loop_t *loop, tg_conn_id_t id);
 int tg_conn_write(tg_conn_t *c, const void *p, size_t n);
 /* Queues bytes [<off>, <off>+<len>) of <s> by reference (a broadcast frame):
  * no copy; the queue holds a reference until they are written. Same returns.
- * With loop->coalesce_ms set, the write waits up to that long so that the
- * messages of that time share one system call (any other write, or a read
- * on the connection, sends it at once). */
+ * With loop->coalesce_ms set, a write to a connection written less than that
+ * long ago is held, so that the messages that follow share its system call:
+ * it goes once loop->coalesce_count messages are held, or coalesce_ms after
+ * the hold began (any other write, or a read on the connection, sends it at
+ * once). A connection written longer ago gets the message at once: holding
+ * it would delay a lone message and save nothing. */
 int tg_conn_write_ref(tg_conn_t *c, tg_shared_t *s, size_t off, size_t len);
 static inline size_t tg_conn_pending(const tg_conn_t *c)
 {

@@ -50,6 +50,7 @@ int tg_loop_init(tg_loop_t *loop, int id)
     loop->id = id;
     loop->mbox.efd = -1;
     loop->drain_ms = 60000;
+    loop->coalesce_count = TG_COALESCE_COUNT_MAX;
     loop->now_ms = tg_clock_ms();
     tg_wheel_init(&loop->wheel, loop->now_ms);
     tg_pool_init(&loop->chunks, TG_CHUNK_SIZE, CHUNKS_KEPT);
@@ -242,13 +243,20 @@ void tg_loop_stop(tg_loop_t *loop, uint32_t grace_ms)
 
 /* ---- iteration ---- */
 
-/* The coalescing window is over: what was held is flushed with the dirty. */
+/* Holds that have lasted coalesce_ms end: their output joins the dirty. The
+ * held list is in the order holds began, so the first not due yet is where
+ * the timer waits next. Stopping (or a window of 0) ends every hold. */
 static void release_held(tg_timer_t *t)
 {
     tg_loop_t *loop = tg_container_of(t, tg_loop_t, held_timer);
-    tg_link_t *l;
-    while ((l = tg_list_shift(&loop->held)) != NULL) {
-        tg_conn_t *c = tg_container_of(l, tg_conn_t, link);
+    while (!tg_list_empty(&loop->held)) {
+        tg_conn_t *c = tg_container_of(loop->held.next, tg_conn_t, link);
+        uint32_t age = (uint32_t)loop->now_ms - c->mark_ms;
+        if (!loop->stopping && age < loop->coalesce_ms) {
+            tg_timer_arm(&loop->wheel, t, loop->coalesce_ms - age);
+            return;
+        }
+        tg_link_remove(&c->link);
         c->held = false;
         tg_list_push(&loop->dirty, &c->link);
     }
@@ -258,7 +266,9 @@ static void release_held(tg_timer_t *t)
 
 /* The end of a 100 ms window: coalesce while broadcast writes are many
  * (the CPU a write costs is then worth saving), not when they are few (the
- * latency a hold costs is then not). */
+ * latency a hold costs is then not). A hold ends after as many messages as
+ * bring the loop's writes back to about coalesce_above a second: no longer
+ * than that saves, so the latency added is no more than the load asks. */
 static void rate_tick(tg_timer_t *t)
 {
     tg_loop_t *loop = tg_container_of(t, tg_loop_t, rate_timer);
@@ -267,12 +277,19 @@ static void rate_tick(tg_timer_t *t)
         loop->coalesce_ms = loop->coalesce_busy_ms;
     else if (per_s < loop->coalesce_above / 2)
         loop->coalesce_ms = 0;
+    uint64_t count = loop->coalesce_above ? per_s / loop->coalesce_above + 1
+                                          : TG_COALESCE_COUNT_MAX;
+    loop->coalesce_count = (uint32_t)(count < 2 ? 2
+                                      : count > TG_COALESCE_COUNT_MAX ? TG_COALESCE_COUNT_MAX
+                                                                     : count);
     bool active = loop->ref_writes > 0;
     loop->ref_writes = 0;
     if (active && !loop->stopping)
         tg_timer_arm(&loop->wheel, &loop->rate_timer, RATE_WINDOW_MS);
     else
         loop->coalesce_ms = 0; /* a quiet window: nothing to save */
+    if (!loop->coalesce_ms)
+        release_held(&loop->held_timer); /* no load left to save on */
 }
 
 void tg_loop__count_ref_write(tg_loop_t *loop)

@@ -26,6 +26,7 @@
 #define TG_CHUNK_SIZE     16384 /* IO chunk, pool block size */
 #define TG_READ_SIZE      65536 /* one read() at most */
 #define TG_REASONS        64    /* close reasons counted per loop */
+#define TG_COALESCE_COUNT_MAX 255 /* messages one hold gathers at most */
 
 typedef struct tg_loop tg_loop_t;
 typedef struct tg_conn tg_conn_t;
@@ -52,6 +53,7 @@ typedef struct tg_loop_stats {
     tg_counter_t nomem;     /* connections closed for want of memory */
     tg_counter_t batches;   /* batches of sends the kernel took (io_uring) */
     tg_counter_t batched;   /* sends that went in them */
+    tg_counter_t coalesced; /* broadcast messages that joined a held write */
     tg_counter_t reasons[TG_REASONS]; /* closes by reason (see tg_conn_close) */
 } tg_loop_stats_t;
 
@@ -77,12 +79,14 @@ struct tg_loop {
     tg_conn_slab_t  slab;
     tg_link_t       dirty;     /* connections with output to flush */
     tg_link_t       held;      /* connections with broadcast output held for coalescing */
-    tg_timer_t      held_timer; /* flushes <held> coalesce_ms after the first hold */
+    tg_timer_t      held_timer; /* flushes each of <held> coalesce_ms after its hold */
     uint32_t        coalesce_ms; /* 0: broadcast output goes out in its own iteration */
+    uint32_t        coalesce_count; /* a held connection goes once it holds this many */
     /* Load-triggered coalescing: while this loop queues more than
      * <coalesce_above> broadcast writes a second, <coalesce_ms> is
-     * <coalesce_busy_ms>; below half of that, 0. Measured over 100 ms windows
-     * by <rate_timer>, armed only while writes come. */
+     * <coalesce_busy_ms> and <coalesce_count> what brings the writes back to
+     * about that rate; below half of it, 0. Measured over 100 ms windows by
+     * <rate_timer>, armed only while writes come. */
     uint32_t        coalesce_busy_ms; /* 0: off (coalesce_ms stays as set) */
     uint32_t        coalesce_above;
     uint32_t        ref_writes;  /* broadcast writes in the current window */

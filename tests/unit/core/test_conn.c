@@ -605,8 +605,17 @@ static void refused_batch_falls_back_to_one_send_each(void **state)
     assert_int_equal(f->loop.chunks.taken, 0);
 }
 
-/* push.coalesce: broadcast frames wait for the window and leave in one
- * write; a reply sends what is held at once. */
+static tg_shared_t *frame_of(const char *text)
+{
+    tg_shared_t *frame = tg_shared_new(strlen(text));
+    assert_non_null(frame);
+    memcpy(frame->data, text, strlen(text));
+    return frame;
+}
+
+/* push.coalesce: a message to a connection not written lately goes at once;
+ * those that follow it within the window wait and leave in one write; a
+ * reply sends what is held at once. */
 static void coalesced_broadcasts_leave_together(void **state)
 {
     struct fixture *f = *state;
@@ -614,16 +623,18 @@ static void coalesced_broadcasts_leave_together(void **state)
     int p1, p2;
     tg_conn_t *a, *b;
     adopt_two(f, &a, &p1, &b, &p2);
-    tg_shared_t *frame = tg_shared_new(2);
-    assert_non_null(frame);
-    memcpy(frame->data, "m;", 2);
+    tg_shared_t *frame = frame_of("m;");
+    char buf[16];
     assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
     assert_int_equal(tg_conn_write_ref(b, frame, 0, 2), 0);
     tg_loop_run_once(&f->loop, 0);
-    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0); /* a second message */
-    assert_int_equal(tg_conn_write_ref(b, frame, 0, 2), 0);
-    tg_loop_run_once(&f->loop, 0);
-    char buf[16];
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2); /* a lone message: now */
+    assert_int_equal(peer_read(p2, buf, sizeof(buf)), 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
+        assert_int_equal(tg_conn_write_ref(b, frame, 0, 2), 0);
+        tg_loop_run_once(&f->loop, 0);
+    }
     assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0); /* held */
     assert_int_equal(peer_read(p2, buf, sizeof(buf)), 0);
     assert_int_equal(tg_conn_write(b, "r;", 2), 0);          /* a reply: now */
@@ -631,27 +642,84 @@ static void coalesced_broadcasts_leave_together(void **state)
     assert_int_equal(peer_read(p2, buf, sizeof(buf)), 6);
     assert_memory_equal(buf, "m;m;r;", 6);
     assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0);
-    for (int i = 0; i < 20 && peer_read(p1, buf, sizeof(buf)) <= 0; i++)
+    ssize_t n = 0;
+    for (int i = 0; i < 20 && (n = peer_read(p1, buf, sizeof(buf))) <= 0; i++)
         tg_loop_run_once(&f->loop, WAIT_MS);                 /* the window ends */
+    assert_int_equal(n, 4);
     assert_memory_equal(buf, "m;m;", 4);
     assert_int_equal(f->loop.refs.taken, 0);
     tg_shared_unref(frame);
 }
 
+/* A hold ends as soon as it has gathered coalesce_count messages, long
+ * before its window. */
+static void hold_ends_once_it_has_enough_messages(void **state)
+{
+    struct fixture *f = *state;
+    f->loop.coalesce_ms = 60000;
+    f->loop.coalesce_count = 3;
+    int p1;
+    tg_conn_t *a = adopt_pair(f, &f->loop, &p1);
+    assert_non_null(a);
+    tg_shared_t *frame = frame_of("m;");
+    char buf[16];
+    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
+    tg_loop_run_once(&f->loop, 0);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
+        tg_loop_run_once(&f->loop, 0);
+        assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0); /* held */
+    }
+    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0); /* the third */
+    tg_loop_run_once(&f->loop, 0);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 6);
+    tg_shared_unref(frame);
+}
+
+/* Each hold lasts its own window from when it began: one that began later
+ * is not cut short by an earlier one's end. */
+static void each_hold_ends_a_window_after_it_began(void **state)
+{
+    struct fixture *f = *state;
+    f->loop.coalesce_ms = 300;
+    int p1, p2;
+    tg_conn_t *a, *b;
+    adopt_two(f, &a, &p1, &b, &p2);
+    tg_shared_t *frame = frame_of("m;");
+    char buf[16];
+    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
+    assert_int_equal(tg_conn_write_ref(b, frame, 0, 2), 0);
+    tg_loop_run_once(&f->loop, 0);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2);
+    assert_int_equal(peer_read(p2, buf, sizeof(buf)), 2);
+    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0); /* held */
+    tg_loop_run_once(&f->loop, 150);                         /* half a window on */
+    assert_int_equal(tg_conn_write_ref(b, frame, 0, 2), 0); /* held */
+    tg_loop_run_once(&f->loop, 0);
+    for (int i = 0; i < 20 && !peer_readable(p1, 0); i++)
+        tg_loop_run_once(&f->loop, WAIT_MS);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2);
+    assert_int_equal(peer_read(p2, buf, sizeof(buf)), 0); /* its window goes on */
+    for (int i = 0; i < 20 && !peer_readable(p2, 0); i++)
+        tg_loop_run_once(&f->loop, WAIT_MS);
+    assert_int_equal(peer_read(p2, buf, sizeof(buf)), 2);
+    tg_shared_unref(frame);
+}
+
 /* Load-triggered coalescing: writes go at once while few, are held once a
- * 100 ms window saw more than coalesce_above a second, and go at once again
- * after a quiet window. */
+ * 100 ms window saw more than coalesce_above a second (for as many messages
+ * as bring the writes back to that rate), and go at once again after a
+ * quiet window, which also ends the holds. */
 static void busy_loop_coalesces_and_a_quiet_one_stops(void **state)
 {
     struct fixture *f = *state;
-    f->loop.coalesce_busy_ms = 40;
+    f->loop.coalesce_busy_ms = 1000;
     f->loop.coalesce_above = 100; /* 10 writes in a window */
     int p1;
     tg_conn_t *a = adopt_pair(f, &f->loop, &p1);
     assert_non_null(a);
-    tg_shared_t *frame = tg_shared_new(2);
-    assert_non_null(frame);
-    memcpy(frame->data, "m;", 2);
+    tg_shared_t *frame = frame_of("m;");
     char buf[64];
     for (int i = 0; i < 20; i++) { /* not busy yet: each goes out in its iteration */
         assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
@@ -660,13 +728,15 @@ static void busy_loop_coalesces_and_a_quiet_one_stops(void **state)
     }
     for (int i = 0; i < 20 && f->loop.coalesce_ms == 0; i++)
         tg_loop_run_once(&f->loop, WAIT_MS); /* the window ends: 200/s, busy */
-    assert_int_equal(f->loop.coalesce_ms, 40);
+    assert_int_equal(f->loop.coalesce_ms, 1000);
+    assert_int_equal(f->loop.coalesce_count, 3); /* 200/s in writes of 3: 67/s */
     assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
     tg_loop_run_once(&f->loop, 0);
     assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0); /* held */
     for (int i = 0; i < 20 && f->loop.coalesce_ms != 0; i++)
         tg_loop_run_once(&f->loop, WAIT_MS); /* a window with one write: quiet */
     assert_int_equal(f->loop.coalesce_ms, 0);
+    tg_loop_run_once(&f->loop, 0);
     assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2); /* the held one went */
     assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
     tg_loop_run_once(&f->loop, 0);
@@ -1144,6 +1214,10 @@ static void loop_fini_closes_what_is_still_open(void **state)
         cmocka_unit_test_setup_teardown(paused_connection_notices_a_half_close, setup_fn,      \
                                         teardown),                                             \
         cmocka_unit_test_setup_teardown(coalesced_broadcasts_leave_together, setup_fn,         \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(hold_ends_once_it_has_enough_messages, setup_fn,       \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(each_hold_ends_a_window_after_it_began, setup_fn,      \
                                         teardown),                                             \
         cmocka_unit_test_setup_teardown(busy_loop_coalesces_and_a_quiet_one_stops, setup_fn,   \
                                         teardown),                                             \
