@@ -153,10 +153,12 @@ void tg_stats_json(const tg_server_t *s, const tg_chan_count_t *top, int ntop, t
         tg_sbuf_printf(b,
                        "%s{\"id\":%d,\"live\":%llu,\"accepted\":%llu,\"closed\":%llu,"
                        "\"bytes_in\":%llu,\"bytes_out\":%llu,\"requests\":%llu,"
-                       "\"wakeups\":%llu,\"mails\":%llu,\"batches\":%llu,\"batched\":%llu}",
+                       "\"wakeups\":%llu,\"mails\":%llu,\"batches\":%llu,\"batched\":%llu,"
+                       "\"coalesced\":%llu}",
                        i ? "," : "", i, C(ls->live), C(ls->accepted), C(ls->closed),
                        C(ls->bytes_in), C(ls->bytes_out), C(s->http.loops[i].requests),
-                       C(ls->wakeups), C(ls->mails), C(ls->batches), C(ls->batched));
+                       C(ls->wakeups), C(ls->mails), C(ls->batches), C(ls->batched),
+                       C(ls->coalesced));
     }
     uint64_t ps[6];
     tg_push_stats(s->push, ps);

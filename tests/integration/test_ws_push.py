@@ -142,11 +142,14 @@ def test_resume_past_history_is_a_gap(make_server):
     run(scenario())
 
 
-@pytest.mark.parametrize("io_uring", ["true", "false"])
-def test_every_subscriber_on_every_loop_sees_every_message_once_in_order(make_server, io_uring):
+@pytest.mark.parametrize("io_uring,coalesce", [("true", "0ms"), ("false", "0ms"), ("true", "50ms")])
+def test_every_subscriber_on_every_loop_sees_every_message_once_in_order(make_server, io_uring,
+                                                                           coalesce):
     """With io_uring a loop sends a broadcast's frames in batches (one system
-    call for many connections); without, one send() each. Same result."""
-    server = make_server({"io_uring": io_uring}, io_threads=2)
+    call for many connections); without, one send() each; with push.coalesce,
+    a subscriber's messages that follow closely share one write. Same result."""
+    server = make_server({"io_uring": io_uring, "push.coalesce": coalesce,
+                          "push.coalesce_busy": "0ms"}, io_threads=2)
     n_subs, n_msgs = 200, 300
 
     async def scenario():
@@ -187,6 +190,66 @@ def test_every_subscriber_on_every_loop_sees_every_message_once_in_order(make_se
         assert all(lp["batched"] > lp["batches"] > 0 for lp in loops), loops
     else:
         assert all(lp["batches"] == 0 for lp in loops), loops
+    if coalesce != "0ms":
+        assert all(lp["coalesced"] > 0 for lp in loops), loops
+    else:
+        assert all(lp["coalesced"] == 0 for lp in loops), loops
+
+
+def test_a_busy_loop_holds_messages_and_still_delivers_each_once_in_order(make_server):
+    """Past push.coalesce_above broadcast writes a second, a loop holds each
+    subscriber's messages for a moment so that several share one write.
+    Nothing is lost, repeated or reordered by it."""
+    server = make_server({"push.coalesce_above": "200", "push.coalesce_busy": "20ms"},
+                         io_threads=2)
+    n_subs, most = 20, 20000
+
+    async def scenario():
+        conns = [await websockets.connect(url(server)) for _ in range(n_subs)]
+        try:
+            for ws in conns:
+                await subscribe(ws, "busy")
+            loop = asyncio.get_running_loop()
+
+            def publisher():
+                # Until every loop has held some (it takes a 100 ms window of
+                # load to count as busy), then an end mark.
+                import http.client
+                c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                sent = 0
+                while sent < most:
+                    c.request("POST", "/pub/busy", body=str(sent))
+                    r = c.getresponse()
+                    assert r.status == 202
+                    r.read()
+                    sent += 1
+                    if sent % 200 == 0 and all(lp["coalesced"] > 0
+                                               for lp in server.stats()["loops"]):
+                        break
+                c.request("POST", "/pub/busy", body='"end"')
+                c.getresponse().read()
+                c.close()
+                return sent
+            pub = loop.run_in_executor(None, publisher)
+
+            async def reader(ws):
+                got = []
+                while True:
+                    data = (await recv_json(ws, timeout=30))["data"]
+                    if data == "end":
+                        return got
+                    got.append(data)
+            results = await asyncio.gather(*(reader(ws) for ws in conns))
+            sent = await pub
+            for got in results:
+                assert got == list(range(sent))
+        finally:
+            for ws in conns:
+                await ws.close()
+
+    run(scenario(), timeout=120)
+    loops = server.stats()["loops"]
+    assert all(lp["coalesced"] > 0 for lp in loops), loops
 
 
 def test_client_commands_publish_ping_and_errors(server):
