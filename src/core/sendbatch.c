@@ -11,6 +11,12 @@
 #include "core/common.h"
 
 #define SEND_FLAGS (MSG_NOSIGNAL | MSG_DONTWAIT)
+/* A send of several small iovecs (a few messages held for one subscriber) is
+ * copied into one buffer: a plain send costs the kernel less than a sendmsg,
+ * which copies in the header and the iovec array first. Bigger ones are not:
+ * there the copy would cost more than it saves. */
+#define STAGE_SIZE  65536
+#define STAGE_LIMIT 2048
 
 typedef struct slot {
     int           fd;
@@ -25,7 +31,9 @@ struct tg_sendbatch {
     struct io_uring ring;
     int             n;      /* sends queued */
     int             broken; /* 0, or why a submit failed: no batch any more */
+    size_t          staged; /* bytes of <stage> taken by the sends queued */
     slot_t          slots[TG_SENDBATCH_DEPTH];
+    char            stage[STAGE_SIZE];
 };
 
 tg_sendbatch_t *tg_sendbatch_create(char *why, size_t cap)
@@ -67,8 +75,19 @@ void tg_sendbatch_add(tg_sendbatch_t *b, int fd, int n, void *tag)
     s->res = -ECANCELED;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
     TG_ASSERT(sqe != NULL); /* the ring has a slot's worth of entries */
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += s->iov[i].iov_len;
     if (n == 1) {
         io_uring_prep_send(sqe, fd, s->iov[0].iov_base, s->iov[0].iov_len, SEND_FLAGS);
+    } else if (total <= STAGE_LIMIT && total <= STAGE_SIZE - b->staged) {
+        char *p = b->stage + b->staged;
+        for (int i = 0; i < n; i++) {
+            memcpy(p, s->iov[i].iov_base, s->iov[i].iov_len);
+            p += s->iov[i].iov_len;
+        }
+        io_uring_prep_send(sqe, fd, b->stage + b->staged, total, SEND_FLAGS);
+        b->staged += total;
     } else {
         memset(&s->msg, 0, sizeof(s->msg));
         s->msg.msg_iov = s->iov;
@@ -132,6 +151,7 @@ int tg_sendbatch_submit(tg_sendbatch_t *b, tg_sendbatch_cb *done, void *arg)
         sent += rc;
     }
     reap(b, sent);
+    b->staged = 0;
     if (sent < n) {
         /* The kernel refused entries (out of memory, say). They stay in the
          * ring, which is therefore never submitted again: these sends, and

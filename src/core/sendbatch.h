@@ -14,8 +14,13 @@
  * Created on one thread and used on another (the loop's): so the ring's fd is
  * not registered (IORING_REGISTER_RING_FDS is per thread).
  *
- * Owned by one loop, loop thread only. Holds the ring and TG_SENDBATCH_DEPTH
- * slots of TG_SENDBATCH_IOV iovecs; allocates nothing after create. */
+ * A send of several small parts is copied into one staging buffer and goes
+ * as a plain send: the kernel then skips copying in a msghdr and an iovec
+ * array, which costs more than the copy.
+ *
+ * Owned by one loop, loop thread only. Holds the ring, TG_SENDBATCH_DEPTH
+ * slots of TG_SENDBATCH_IOV iovecs and the staging buffer (64 KiB); allocates
+ * nothing after create. */
 #ifndef TG_CORE_SENDBATCH_H
 #define TG_CORE_SENDBATCH_H
 

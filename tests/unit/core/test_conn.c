@@ -484,6 +484,39 @@ static void broadcast_to_many_connections_goes_out_in_one_iteration(void **state
     tg_shared_unref(frame);
 }
 
+/* Outputs of a few small parts each (sent from one staging buffer when
+ * batched), more of them than that buffer holds: the rest go as they are,
+ * and every peer gets its bytes in order. */
+static void many_small_multi_part_outputs_all_arrive_in_order(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 60, BODY = 1500 }; /* 60 x 1,502 bytes: more than 64 KiB */
+    int peers[N];
+    tg_shared_t *frame = tg_shared_new(BODY);
+    assert_non_null(frame);
+    for (int i = 0; i < BODY; i++)
+        frame->data[i] = (char)('a' + i % 26);
+    for (int i = 0; i < N; i++) {
+        tg_conn_t *c = adopt_pair(f, &f->loop, &peers[i]);
+        assert_non_null(c);
+        char head = (char)('0' + i % 10);
+        assert_int_equal(tg_conn_write(c, &head, 1), 0);
+        assert_int_equal(tg_conn_write_ref(c, frame, 0, BODY), 0);
+        assert_int_equal(tg_conn_write(c, ">", 1), 0);
+    }
+    tg_loop_run_once(&f->loop, 0);
+    char buf[BODY + 8];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(peer_read(peers[i], buf, sizeof(buf)), BODY + 2);
+        assert_int_equal(buf[0], '0' + i % 10);
+        assert_memory_equal(buf + 1, frame->data, BODY);
+        assert_int_equal(buf[BODY + 1], '>');
+    }
+    assert_int_equal(atomic_load(&frame->refs), 1);
+    assert_int_equal(f->loop.chunks.taken, 0);
+    tg_shared_unref(frame);
+}
+
 /* In one flush: a socket that takes part of its output waits for EPOLLOUT,
  * one whose peer has gone is closed, and the others are not disturbed. */
 static void full_and_broken_sockets_among_others_in_one_flush(void **state)
@@ -1184,6 +1217,8 @@ static void loop_fini_closes_what_is_still_open(void **state)
         cmocka_unit_test_setup_teardown(shared_frame_reaches_every_peer_without_copy,          \
                                         setup_fn, teardown),                                   \
         cmocka_unit_test_setup_teardown(broadcast_to_many_connections_goes_out_in_one_iteration, \
+                                        setup_fn, teardown),                                   \
+        cmocka_unit_test_setup_teardown(many_small_multi_part_outputs_all_arrive_in_order,      \
                                         setup_fn, teardown),                                   \
         cmocka_unit_test_setup_teardown(full_and_broken_sockets_among_others_in_one_flush,     \
                                         setup_fn, teardown),                                   \
