@@ -15,8 +15,9 @@
 #   fanout-ws, fanout-sse  10,000 subscribers on one channel, 100 msg/s for 20 s
 #   burst               1,000 subscribers, publishing as fast as the server accepts, 10 s
 #   channels            10,000 channels with one subscriber each, 5,000 msg/s at random
-#   churn               500 connects + disconnects per second for 30 s while publishing;
-#                       the server's fds after vs before
+#   churn               500 connects + disconnects per second for 30 s while publishing,
+#                       twice on one server; the server's fds after vs before, and its
+#                       RSS after vs while the subscribers were up
 #
 # Output: RESULT lines per run, then a table (scenario x figure; columns tidegate,
 # nchan, pushpin, and tidegate / best peer), written also to OUT (default
@@ -154,9 +155,14 @@ scenario() {
         --pub-format "$PUB_FORMAT" --channel ch --channels 10000 --subs 10000 --rate 5000 \
         --count 50000 --pub-random --connect-rate 1000 ;;
     churn)
-      run churn "500/s" --transport ws --sub-url "$SUB_WS" --pub-url "$PUB_URL" \
-        --pub-format "$PUB_FORMAT" --channel churn --subs 2000 --rate 100 --count 3000 \
-        --churn 500 ;;
+      # Twice on the same server: the first run sizes its pools and tables
+      # for the peak; what a second one adds is what churn leaks.
+      local round
+      for round in 500/s 500/s-2nd; do
+        run churn "$round" --transport ws --sub-url "$SUB_WS" --pub-url "$PUB_URL" \
+          --pub-format "$PUB_FORMAT" --channel churn --subs 2000 --rate 100 --count 3000 \
+          --churn 500
+      done ;;
   esac
 }
 

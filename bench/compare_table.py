@@ -22,6 +22,7 @@ FIGURES = {
     "p99_us": ("latency p99", "low", 0.001, "ms"),
     "lost_dup": ("lost + duplicated", "low", 1, ""),
     "fd_growth": ("server fds after - before", "low", 1, ""),
+    "rss_growth": ("server RSS after - while up", "low", 1, "KiB"),
     "connected": ("subscribers connected", "high", 1, ""),
 }
 BY_SCENARIO = {
@@ -33,7 +34,7 @@ BY_SCENARIO = {
     "fanout-sse": ["deliveries_per_s", "cpu_us_per_delivery", "p50_us", "p99_us", "lost_dup"],
     "burst": ["deliveries_per_s", "cpu_us_per_delivery", "p99_us", "lost_dup"],
     "channels": ["deliveries_per_s", "cpu_us_per_delivery", "p99_us", "lost_dup"],
-    "churn": ["deliveries_per_s", "fd_growth", "lost_dup"],
+    "churn": ["deliveries_per_s", "fd_growth", "rss_growth", "lost_dup"],
 }
 
 
@@ -58,6 +59,9 @@ def figure(d, key):
         return None if a is None or b is None else max(a - b, 0.0)
     if key == "fd_growth":
         a, b = num(d, "fds_after"), num(d, "fds_before")
+        return None if a is None or b is None else a - b
+    if key == "rss_growth":  # negative: memory given back once the subscribers left
+        a, b = num(d, "rss_after_kb"), num(d, "rss_up_kb")
         return None if a is None or b is None else a - b
     return num(d, key)
 
@@ -100,7 +104,7 @@ def main():
             peers = [vals[s] for s in SERVERS[1:] if vals[s] is not None]
             ratio = "-"
             tg = vals["tidegate"]
-            if tg is not None and peers and key not in ("lost_dup", "fd_growth", "connected"):
+            if tg is not None and peers and key not in ("lost_dup", "fd_growth", "rss_growth", "connected"):
                 best = min(peers) if better == "low" else max(peers)
                 if best:
                     ratio = "%.2f" % (tg / best)

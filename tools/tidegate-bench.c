@@ -379,7 +379,7 @@ int main(int argc, char **argv)
     double dps = rx_s > 0 ? (double)all.got / rx_s : 0.0;
     uint64_t n_conn = B.connected ? B.connected : 1;
     bool cpu_ok = cpu0.ok && cpu1.ok && all.got > 0, mem_ok = before.ok && up.ok && B.connected;
-    char cpu[32], sys[32], rss[32], pss[32], fb[16], fu[16], fa[16];
+    char cpu[32], sys[32], rss[32], pss[32], fb[16], fu[16], fa[16], ru[24], ra[24];
     fmt_or_dash(cpu, sizeof(cpu), cpu_ok, "%.3f",
                 cpu_ok ? (double)(cpu1.cpu_us - cpu0.cpu_us) / (double)all.got : 0);
     fmt_or_dash(sys, sizeof(sys), cpu_ok, "%.3f",
@@ -391,6 +391,10 @@ int main(int argc, char **argv)
     fmt_or_dash(fb, sizeof(fb), before.ok, "%.0f", before.fds);
     fmt_or_dash(fu, sizeof(fu), up.ok, "%.0f", up.fds);
     fmt_or_dash(fa, sizeof(fa), end.ok, "%.0f", end.fds);
+    /* RSS with the subscribers up, and once they have all gone: whatever a
+     * run of churn or deliveries left behind is the difference. */
+    fmt_or_dash(ru, sizeof(ru), up.ok, "%.0f", (double)up.rss_kb);
+    fmt_or_dash(ra, sizeof(ra), end.ok, "%.0f", (double)end.rss_kb);
     static const char *const tnames[] = { "ws", "sse", "stream", "poll" };
     static const char *const mnames[] = { "fanout", "idle", "churn" };
     uint64_t errors = bench_errors_total() - bench_errors(E_PUB) - bench_errors(E_CONNECT);
@@ -425,14 +429,14 @@ int main(int argc, char **argv)
            (unsigned long long)pmax);
     if (B.npids)
         printf("server: cpu %s us/delivery (%s in the kernel), rss %s B/conn, pss %s B/conn, "
-               "fds %s before, %s up, %s after\n",
-               cpu, sys, rss, pss, fb, fu, fa);
+               "fds %s before, %s up, %s after, rss %s KiB up, %s KiB after\n",
+               cpu, sys, rss, pss, fb, fu, fa, ru, ra);
     printf("RESULT fanout mode=%s transport=%s subs=%d channels=%d connected=%llu "
            "connect_errors=%llu rate=%d count=%d published=%llu pub_errors=%llu deliveries=%llu "
            "per_s=%.0f deliveries_per_s=%.0f lost=%llu dup=%llu disorder=%llu closed=%llu "
            "errors=%llu churned=%llu churn_deliveries=%llu p50_us=%llu p90_us=%llu p99_us=%llu "
            "max_us=%llu cpu_us_per_delivery=%s sys_us_per_delivery=%s rss_per_conn=%s pss_per_conn=%s fds_before=%s "
-           "fds_up=%s fds_after=%s resumed=%llu complete=%d\n",
+           "fds_up=%s fds_after=%s rss_up_kb=%s rss_after_kb=%s resumed=%llu complete=%d\n",
            mnames[B.mode], tnames[B.transport], B.subs, B.channels,
            (unsigned long long)B.connected, (unsigned long long)B.connect_errors, B.rate, B.count,
            (unsigned long long)B.published, (unsigned long long)B.pub_errors,
@@ -441,7 +445,8 @@ int main(int argc, char **argv)
            (unsigned long long)B.closed_early, (unsigned long long)errors,
            (unsigned long long)B.churned, (unsigned long long)B.churn.got,
            (unsigned long long)p50, (unsigned long long)p90, (unsigned long long)p99,
-           (unsigned long long)pmax, cpu, sys, rss, pss, fb, fu, fa, (unsigned long long)B.resumed,
+           (unsigned long long)pmax, cpu, sys, rss, pss, fb, fu, fa, ru, ra,
+           (unsigned long long)B.resumed,
            complete || !publishing);
     fflush(stdout);
     bool bad = all.lost || all.dup || all.disorder || B.pub_errors || B.connect_errors || errors ||

@@ -69,6 +69,7 @@ def test_churn_reconnects_without_loss_and_without_leaking_server_fds(make_serve
     assert int(r["churn_deliveries"]) > 0
     assert (r["lost"], r["dup"], r["disorder"]) == ("0", "0", "0")
     assert r["fds_after"] == r["fds_before"]
+    assert int(r["rss_up_kb"]) > 0 and int(r["rss_after_kb"]) > 0  # figures, not "-"
 
 
 def test_idle_holds_the_connections_and_measures_memory(make_server):
