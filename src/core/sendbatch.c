@@ -76,7 +76,7 @@ void tg_sendbatch_add(tg_sendbatch_t *b, int fd, int n, void *tag)
     struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
     TG_ASSERT(sqe != NULL); /* the ring has a slot's worth of entries */
     size_t total = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; n > 1 && i < n; i++)
         total += s->iov[i].iov_len;
     if (n == 1) {
         io_uring_prep_send(sqe, fd, s->iov[0].iov_base, s->iov[0].iov_len, SEND_FLAGS);

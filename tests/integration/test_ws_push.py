@@ -142,6 +142,50 @@ def test_resume_past_history_is_a_gap(make_server):
     run(scenario())
 
 
+def fan_out_checks_every_message(server, ch, n_subs, done, most=20000):
+    """n_subs WebSocket subscribers of ch; a thread publishes 0, 1, 2, ... over
+    keep-alive HTTP while they read, until done(sent) says enough (asked every
+    100 messages) or most were sent, then an end mark. Every subscriber must
+    get every message once, in order."""
+
+    async def scenario():
+        conns = [await websockets.connect(url(server)) for _ in range(n_subs)]
+        try:
+            for ws in conns:
+                await subscribe(ws, ch)
+
+            def publisher():
+                import http.client
+                c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                sent = 0
+                while sent < most and not (sent % 100 == 0 and sent and done(sent)):
+                    c.request("POST", "/pub/" + ch, body=str(sent))
+                    r = c.getresponse()
+                    assert r.status == 202
+                    r.read()
+                    sent += 1
+                c.request("POST", "/pub/" + ch, body='"end"')
+                c.getresponse().read()
+                c.close()
+                return sent
+            pub = asyncio.get_running_loop().run_in_executor(None, publisher)
+
+            async def reader(ws):
+                got = []
+                while (data := (await recv_json(ws, timeout=30))["data"]) != "end":
+                    got.append(data)
+                return got
+            results = await asyncio.gather(*(reader(ws) for ws in conns))
+            sent = await pub
+            for got in results:
+                assert got == list(range(sent))
+        finally:
+            for ws in conns:
+                await ws.close()
+
+    run(scenario(), timeout=120)
+
+
 @pytest.mark.parametrize("io_uring,coalesce", [("true", "0ms"), ("false", "0ms"), ("true", "50ms")])
 def test_every_subscriber_on_every_loop_sees_every_message_once_in_order(make_server, io_uring,
                                                                            coalesce):
@@ -150,40 +194,7 @@ def test_every_subscriber_on_every_loop_sees_every_message_once_in_order(make_se
     a subscriber's messages that follow closely share one write. Same result."""
     server = make_server({"io_uring": io_uring, "push.coalesce": coalesce,
                           "push.coalesce_busy": "0ms"}, io_threads=2)
-    n_subs, n_msgs = 200, 300
-
-    async def scenario():
-        conns = [await websockets.connect(url(server)) for _ in range(n_subs)]
-        try:
-            for ws in conns:
-                await subscribe(ws, "fan")
-            loop = asyncio.get_running_loop()
-            # Publish from a thread over keep-alive HTTP while the clients read.
-            def publisher():
-                import http.client
-                c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-                for i in range(n_msgs):
-                    c.request("POST", "/pub/fan", body=str(i))
-                    r = c.getresponse()
-                    assert r.status == 202
-                    r.read()
-                c.close()
-            pub = loop.run_in_executor(None, publisher)
-
-            async def reader(ws):
-                got = []
-                while len(got) < n_msgs:
-                    got.append((await recv_json(ws, timeout=30))["data"])
-                return got
-            results = await asyncio.gather(*(reader(ws) for ws in conns))
-            await pub
-            for got in results:
-                assert got == list(range(n_msgs))
-        finally:
-            for ws in conns:
-                await ws.close()
-
-    run(scenario(), timeout=120)
+    fan_out_checks_every_message(server, "fan", 200, lambda sent: sent >= 300)
     loops = server.stats()["loops"]
     assert all(lp["accepted"] > 0 for lp in loops), loops   # subscribers on every loop
     if io_uring == "true":
@@ -202,52 +213,11 @@ def test_a_busy_loop_holds_messages_and_still_delivers_each_once_in_order(make_s
     Nothing is lost, repeated or reordered by it."""
     server = make_server({"push.coalesce_above": "200", "push.coalesce_busy": "20ms"},
                          io_threads=2)
-    n_subs, most = 20, 20000
-
-    async def scenario():
-        conns = [await websockets.connect(url(server)) for _ in range(n_subs)]
-        try:
-            for ws in conns:
-                await subscribe(ws, "busy")
-            loop = asyncio.get_running_loop()
-
-            def publisher():
-                # Until every loop has held some (it takes a 100 ms window of
-                # load to count as busy), then an end mark.
-                import http.client
-                c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-                sent = 0
-                while sent < most:
-                    c.request("POST", "/pub/busy", body=str(sent))
-                    r = c.getresponse()
-                    assert r.status == 202
-                    r.read()
-                    sent += 1
-                    if sent % 200 == 0 and all(lp["coalesced"] > 0
-                                               for lp in server.stats()["loops"]):
-                        break
-                c.request("POST", "/pub/busy", body='"end"')
-                c.getresponse().read()
-                c.close()
-                return sent
-            pub = loop.run_in_executor(None, publisher)
-
-            async def reader(ws):
-                got = []
-                while True:
-                    data = (await recv_json(ws, timeout=30))["data"]
-                    if data == "end":
-                        return got
-                    got.append(data)
-            results = await asyncio.gather(*(reader(ws) for ws in conns))
-            sent = await pub
-            for got in results:
-                assert got == list(range(sent))
-        finally:
-            for ws in conns:
-                await ws.close()
-
-    run(scenario(), timeout=120)
+    # Published until every loop has held some: it takes a 100 ms window of
+    # load for a loop to count as busy.
+    fan_out_checks_every_message(
+        server, "busy", 20,
+        lambda sent: all(lp["coalesced"] > 0 for lp in server.stats()["loops"]))
     loops = server.stats()["loops"]
     assert all(lp["coalesced"] > 0 for lp in loops), loops
 

@@ -646,6 +646,23 @@ static tg_shared_t *frame_of(const char *text)
     return frame;
 }
 
+/* Queues all of <frame> on <c>, runs one iteration, and returns how many
+ * bytes <peer> has then (0: held). */
+static ssize_t broadcast_once(struct fixture *f, tg_conn_t *c, int peer, tg_shared_t *frame)
+{
+    assert_int_equal(tg_conn_write_ref(c, frame, 0, frame->len), 0);
+    tg_loop_run_once(&f->loop, 0);
+    char buf[64];
+    return peer_read(peer, buf, sizeof(buf));
+}
+
+/* Runs the loop until <peer> has bytes to read (a hold's window ends). */
+static void run_until_readable(struct fixture *f, int peer)
+{
+    for (int i = 0; i < 20 && !peer_readable(peer, 0); i++)
+        tg_loop_run_once(&f->loop, WAIT_MS);
+}
+
 /* push.coalesce: a message to a connection not written lately goes at once;
  * those that follow it within the window wait and leave in one write; a
  * reply sends what is held at once. */
@@ -675,10 +692,8 @@ static void coalesced_broadcasts_leave_together(void **state)
     assert_int_equal(peer_read(p2, buf, sizeof(buf)), 6);
     assert_memory_equal(buf, "m;m;r;", 6);
     assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0);
-    ssize_t n = 0;
-    for (int i = 0; i < 20 && (n = peer_read(p1, buf, sizeof(buf))) <= 0; i++)
-        tg_loop_run_once(&f->loop, WAIT_MS);                 /* the window ends */
-    assert_int_equal(n, 4);
+    run_until_readable(f, p1);                               /* the window ends */
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 4);
     assert_memory_equal(buf, "m;m;", 4);
     assert_int_equal(f->loop.refs.taken, 0);
     tg_shared_unref(frame);
@@ -695,18 +710,10 @@ static void hold_ends_once_it_has_enough_messages(void **state)
     tg_conn_t *a = adopt_pair(f, &f->loop, &p1);
     assert_non_null(a);
     tg_shared_t *frame = frame_of("m;");
-    char buf[16];
-    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
-    tg_loop_run_once(&f->loop, 0);
-    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2);
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
-        tg_loop_run_once(&f->loop, 0);
-        assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0); /* held */
-    }
-    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0); /* the third */
-    tg_loop_run_once(&f->loop, 0);
-    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 6);
+    assert_int_equal(broadcast_once(f, a, p1, frame), 2);
+    assert_int_equal(broadcast_once(f, a, p1, frame), 0); /* held */
+    assert_int_equal(broadcast_once(f, a, p1, frame), 0);
+    assert_int_equal(broadcast_once(f, a, p1, frame), 6); /* the third held: all go */
     tg_shared_unref(frame);
 }
 
@@ -721,21 +728,15 @@ static void each_hold_ends_a_window_after_it_began(void **state)
     adopt_two(f, &a, &p1, &b, &p2);
     tg_shared_t *frame = frame_of("m;");
     char buf[16];
-    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
-    assert_int_equal(tg_conn_write_ref(b, frame, 0, 2), 0);
-    tg_loop_run_once(&f->loop, 0);
-    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2);
-    assert_int_equal(peer_read(p2, buf, sizeof(buf)), 2);
-    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0); /* held */
-    tg_loop_run_once(&f->loop, 150);                         /* half a window on */
-    assert_int_equal(tg_conn_write_ref(b, frame, 0, 2), 0); /* held */
-    tg_loop_run_once(&f->loop, 0);
-    for (int i = 0; i < 20 && !peer_readable(p1, 0); i++)
-        tg_loop_run_once(&f->loop, WAIT_MS);
+    assert_int_equal(broadcast_once(f, a, p1, frame), 2);
+    assert_int_equal(broadcast_once(f, b, p2, frame), 2);
+    assert_int_equal(broadcast_once(f, a, p1, frame), 0); /* held */
+    tg_loop_run_once(&f->loop, 150);                        /* half a window on */
+    assert_int_equal(broadcast_once(f, b, p2, frame), 0); /* held */
+    run_until_readable(f, p1);
     assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2);
     assert_int_equal(peer_read(p2, buf, sizeof(buf)), 0); /* its window goes on */
-    for (int i = 0; i < 20 && !peer_readable(p2, 0); i++)
-        tg_loop_run_once(&f->loop, WAIT_MS);
+    run_until_readable(f, p2);
     assert_int_equal(peer_read(p2, buf, sizeof(buf)), 2);
     tg_shared_unref(frame);
 }
@@ -754,26 +755,19 @@ static void busy_loop_coalesces_and_a_quiet_one_stops(void **state)
     assert_non_null(a);
     tg_shared_t *frame = frame_of("m;");
     char buf[64];
-    for (int i = 0; i < 20; i++) { /* not busy yet: each goes out in its iteration */
-        assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
-        tg_loop_run_once(&f->loop, 0);
-        assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2);
-    }
+    for (int i = 0; i < 20; i++) /* not busy yet: each goes out in its iteration */
+        assert_int_equal(broadcast_once(f, a, p1, frame), 2);
     for (int i = 0; i < 20 && f->loop.coalesce_ms == 0; i++)
         tg_loop_run_once(&f->loop, WAIT_MS); /* the window ends: 200/s, busy */
     assert_int_equal(f->loop.coalesce_ms, 1000);
     assert_int_equal(f->loop.coalesce_count, 3); /* 200/s in writes of 3: 67/s */
-    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
-    tg_loop_run_once(&f->loop, 0);
-    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0); /* held */
+    assert_int_equal(broadcast_once(f, a, p1, frame), 0); /* held */
     for (int i = 0; i < 20 && f->loop.coalesce_ms != 0; i++)
         tg_loop_run_once(&f->loop, WAIT_MS); /* a window with one write: quiet */
     assert_int_equal(f->loop.coalesce_ms, 0);
     tg_loop_run_once(&f->loop, 0);
     assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2); /* the held one went */
-    assert_int_equal(tg_conn_write_ref(a, frame, 0, 2), 0);
-    tg_loop_run_once(&f->loop, 0);
-    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2); /* at once again */
+    assert_int_equal(broadcast_once(f, a, p1, frame), 2); /* at once again */
     tg_shared_unref(frame);
 }
 
