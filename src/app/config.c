@@ -66,8 +66,9 @@ const tg_config_key_t tg_config_keys[] = {
       "hold a subscriber's messages this long so several share one write (less CPU, "
       "more latency); 0ms = each goes out at once" },
     { "push.coalesce_busy", TG_CFG_DURATION, F(push_coalesce_busy_ms), 0, 1000, "25ms",
-      "with push.coalesce at 0ms: the hold while a loop is busy with broadcasts (more than "
-      "push.coalesce_above writes a second); 0ms = never" },
+      "with push.coalesce at 0ms: the longest hold while a loop is busy with broadcasts (more "
+      "than push.coalesce_above writes a second); a hold ends sooner once it has gathered "
+      "enough messages to bring the writes back to that rate; 0ms = never" },
     { "push.coalesce_above", TG_CFG_INT, F(push_coalesce_above), 0, 100000000, "20000",
       "broadcast writes a second past which an IO loop counts as busy (see push.coalesce_busy)" },
     { "ws.max_message", TG_CFG_SIZE, F(ws_max_message), 125, 1ull << 30, "64k",
