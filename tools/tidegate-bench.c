@@ -7,7 +7,7 @@
  * order, and the publish-to-receive latency goes into a histogram. Modes: fan-out (default),
  * --idle (hold the connections, publish nothing: memory per connection), --churn (reconnect
  * subscribers while publishing). With --pid, the server's CPU per delivery, memory per
- * connection and descriptors.
+ * connection and descriptors; always, this tool's own CPU and the whole box's per delivery.
  *
  * Phases, bounded by --duration as a whole:
  *   connect (paced, at most --max-connecting in flight) -> settle -> [idle hold]
@@ -379,11 +379,17 @@ int main(int argc, char **argv)
     double dps = rx_s > 0 ? (double)all.got / rx_s : 0.0;
     uint64_t n_conn = B.connected ? B.connected : 1;
     bool cpu_ok = cpu0.ok && cpu1.ok && all.got > 0, mem_ok = before.ok && up.ok && B.connected;
-    char cpu[32], sys[32], rss[32], pss[32], fb[16], fu[16], fa[16], ru[24], ra[24];
+    bool self_ok = all.got > 0, box_ok = self_ok && cpu0.box_ok && cpu1.box_ok;
+    char cpu[32], sys[32], self[32], box[32], rss[32], pss[32], fb[16], fu[16], fa[16], ru[24],
+        ra[24];
     fmt_or_dash(cpu, sizeof(cpu), cpu_ok, "%.3f",
                 cpu_ok ? (double)(cpu1.cpu_us - cpu0.cpu_us) / (double)all.got : 0);
     fmt_or_dash(sys, sizeof(sys), cpu_ok, "%.3f",
                 cpu_ok ? (double)(cpu1.sys_us - cpu0.sys_us) / (double)all.got : 0);
+    fmt_or_dash(self, sizeof(self), self_ok, "%.3f",
+                self_ok ? (double)(cpu1.self_us - cpu0.self_us) / (double)all.got : 0);
+    fmt_or_dash(box, sizeof(box), box_ok, "%.3f",
+                box_ok ? (double)(cpu1.box_us - cpu0.box_us) / (double)all.got : 0);
     fmt_or_dash(rss, sizeof(rss), mem_ok, "%.0f",
                 ((double)up.rss_kb - (double)before.rss_kb) * 1024.0 / (double)n_conn);
     fmt_or_dash(pss, sizeof(pss), mem_ok, "%.0f",
@@ -431,11 +437,16 @@ int main(int argc, char **argv)
         printf("server: cpu %s us/delivery (%s in the kernel), rss %s B/conn, pss %s B/conn, "
                "fds %s before, %s up, %s after, rss %s KiB up, %s KiB after\n",
                cpu, sys, rss, pss, fb, fu, fa, ru, ra);
+    if (self_ok)
+        printf("client: cpu %s us/delivery; box: cpu %s us/delivery (every process, "
+               "interrupts included)\n",
+               self, box);
     printf("RESULT fanout mode=%s transport=%s subs=%d channels=%d connected=%llu "
            "connect_errors=%llu rate=%d count=%d published=%llu pub_errors=%llu deliveries=%llu "
            "per_s=%.0f deliveries_per_s=%.0f lost=%llu dup=%llu disorder=%llu closed=%llu "
            "errors=%llu churned=%llu churn_deliveries=%llu p50_us=%llu p90_us=%llu p99_us=%llu "
-           "max_us=%llu cpu_us_per_delivery=%s sys_us_per_delivery=%s rss_per_conn=%s pss_per_conn=%s fds_before=%s "
+           "max_us=%llu cpu_us_per_delivery=%s sys_us_per_delivery=%s client_us_per_delivery=%s "
+           "box_us_per_delivery=%s rss_per_conn=%s pss_per_conn=%s fds_before=%s "
            "fds_up=%s fds_after=%s rss_up_kb=%s rss_after_kb=%s resumed=%llu complete=%d\n",
            mnames[B.mode], tnames[B.transport], B.subs, B.channels,
            (unsigned long long)B.connected, (unsigned long long)B.connect_errors, B.rate, B.count,
@@ -445,7 +456,7 @@ int main(int argc, char **argv)
            (unsigned long long)B.closed_early, (unsigned long long)errors,
            (unsigned long long)B.churned, (unsigned long long)B.churn.got,
            (unsigned long long)p50, (unsigned long long)p90, (unsigned long long)p99,
-           (unsigned long long)pmax, cpu, sys, rss, pss, fb, fu, fa, ru, ra,
+           (unsigned long long)pmax, cpu, sys, self, box, rss, pss, fb, fu, fa, ru, ra,
            (unsigned long long)B.resumed,
            complete || !publishing);
     fflush(stdout);

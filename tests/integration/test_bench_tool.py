@@ -45,6 +45,8 @@ def test_every_transport_delivers_everything_once_in_order(make_server, transpor
     assert r["complete"] == "1"
     assert int(r["p50_us"]) <= int(r["p90_us"]) <= int(r["p99_us"]) <= int(r["max_us"])
     assert float(r["cpu_us_per_delivery"]) >= 0
+    # The whole box's CPU holds the load tool's own (and the server's).
+    assert 0 < float(r["client_us_per_delivery"]) <= float(r["box_us_per_delivery"])
     assert int(r["fds_up"]) >= int(r["fds_before"]) + 100
 
 

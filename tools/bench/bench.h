@@ -169,6 +169,12 @@ typedef struct procsnap {
     uint64_t sys_us;                   /* stime: in the kernel (sockets, TCP) */
     uint64_t rss_kb, pss_kb;
     int      fds;
+    /* Whatever the --pid list: this tool's own CPU (subscribers and publisher), and
+     * the whole box's busy time (every process, interrupts and softirqs), which
+     * counts the work a server's sockets leave to its clients' time too. */
+    uint64_t self_us;
+    bool     box_ok;
+    uint64_t box_us;
 } procsnap_t;
 void proc_snap(procsnap_t *s);         /* summed over B.pids; ok false when any is gone */
 

@@ -1,10 +1,13 @@
 /* tools/bench/proc.c - a server's figures from /proc, summed over the --pid processes
  * (nginx: the master and its workers): CPU time (utime + stime, every thread; stime,
  * the kernel's share, apart too), VmRSS, Pss
- * (smaps_rollup: shared pages counted once across the processes) and open descriptors. */
+ * (smaps_rollup: shared pages counted once across the processes) and open descriptors;
+ * and this tool's own CPU time and the box's busy time, for what a server's CPU
+ * figure leaves out. */
 #include <dirent.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -66,9 +69,42 @@ static int fd_count(int pid)
     return n;
 }
 
+static uint64_t tv_us(struct timeval tv)
+{
+    return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+/* Busy time of the box: the time of every online CPU since boot less its idle,
+ * iowait and steal time from the first line of /proc/stat. Those are measured
+ * (the kernel times idle spells); busy times there are only sampled at ticks,
+ * which a burst of a few milliseconds after an idle spell can miss. On loopback
+ * the receiving side of a send may run in the sender's time or, when the send
+ * waits for an ACK (Nagle), in the receiver's: this sum does not depend on which. */
+static bool box_busy_us(uint64_t *us)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return false;
+    unsigned long long user, nice, sys, idle, iowait, irq, softirq, steal;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &sys, &idle,
+                   &iowait, &irq, &softirq, &steal);
+    fclose(f);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN), hz = sysconf(_SC_CLK_TCK);
+    if (n != 8 || ncpu < 1 || hz < 1)
+        return false;
+    uint64_t up_us = now_ns() / 1000u * (uint64_t)ncpu; /* CLOCK_MONOTONIC: since boot */
+    uint64_t not_busy = (uint64_t)(idle + iowait + steal) * (1000000u / (uint64_t)hz);
+    *us = up_us > not_busy ? up_us - not_busy : 0;
+    return true;
+}
+
 void proc_snap(procsnap_t *s)
 {
     memset(s, 0, sizeof(*s));
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        s->self_us = tv_us(ru.ru_utime) + tv_us(ru.ru_stime);
+    s->box_ok = box_busy_us(&s->box_us);
     s->ok = B.npids > 0;
     for (int k = 0; k < B.npids; k++) {
         long long sys = 0, c = cpu_us(B.pids[k], &sys), r = kb_field(B.pids[k], "status", "VmRSS"),
