@@ -268,10 +268,14 @@ int tg_conn_write_ref(tg_conn_t *c, tg_shared_t *s, size_t off, size_t len)
             unhold(c);
         return 0;
     }
+    /* Written within the window: what follows may share the next write. A
+     * write carries its iteration's time, and the loop may have run on for
+     * longer than the window before it waited again (a broadcast to
+     * thousands): that time counts as the window's too, or a loop slower
+     * than its window would never hold and never catch up. */
     uint32_t now = (uint32_t)loop->now_ms;
     if (!c->dirty && loop->coalesce_ms && !loop->stopping &&
-        now - c->mark_ms < loop->coalesce_ms) {
-        /* Written recently: what follows may share the next write. */
+        now - c->mark_ms < loop->coalesce_ms + loop->work_ms) {
         c->dirty = true;
         c->held = true;
         c->held_n = 1;

@@ -52,6 +52,7 @@ int tg_loop_init(tg_loop_t *loop, int id)
     loop->drain_ms = 60000;
     loop->coalesce_count = TG_COALESCE_COUNT_MAX;
     loop->now_ms = tg_clock_ms();
+    loop->woke_ms = loop->now_ms;
     tg_wheel_init(&loop->wheel, loop->now_ms);
     tg_pool_init(&loop->chunks, TG_CHUNK_SIZE, CHUNKS_KEPT);
     tg_pool_init(&loop->refs, sizeof(tg_chunk_t), REFS_KEPT);
@@ -307,8 +308,9 @@ static void batch_sent(void *tag, long res, size_t asked, void *arg)
     tg_conn__batch_sent(tag, res, asked);
 }
 
-/* Up to a batch of connections with output, sent with one system call. */
-static void flush_batch(tg_loop_t *loop)
+/* Up to a batch of connections with output, sent with one system call.
+ * Returns how many connections it took. */
+static int flush_batch(tg_loop_t *loop)
 {
     tg_conn_t *rest[TG_SENDBATCH_DEPTH];
     int nrest = 0;
@@ -333,22 +335,33 @@ static void flush_batch(tg_loop_t *loop)
     }
     for (int i = 0; i < nrest; i++)
         tg_conn__flush(rest[i]);
+    return queued + nrest;
 }
 
-static void flush_dirty(tg_loop_t *loop)
+/* Sends the output of up to TG_FLUSH_MAX dirty connections; returns true
+ * when some are left for the next iteration. Bounded so that a broadcast to
+ * many thousands does not keep mail and reads waiting for all of it: a
+ * publish answered through another loop would otherwise take two of its
+ * whole rounds, and the publisher could send no faster than that. */
+static bool flush_dirty(tg_loop_t *loop)
 {
     tg_link_t *l;
+    int done = 0;
     while (!tg_list_empty(&loop->dirty)) {
+        if (done >= TG_FLUSH_MAX)
+            return true;
         /* One connection: send() costs what one submit costs. */
         if (loop->sendbatch && loop->dirty.next->next != &loop->dirty) {
-            flush_batch(loop);
+            done += flush_batch(loop);
             continue;
         }
         l = tg_list_shift(&loop->dirty);
         tg_conn_t *c = tg_container_of(l, tg_conn_t, link);
         c->dirty = false;
         tg_conn__flush(c);
+        done++;
     }
+    return false;
 }
 
 int tg_loop_batch_sends(tg_loop_t *loop, bool on, char *why, size_t cap)
@@ -371,9 +384,9 @@ static bool iterate(tg_loop_t *loop, int max_wait_ms)
     /* Timers that fell due while the last batch ran, so the wait is not late. */
     loop->now_ms = tg_clock_ms();
     tg_wheel_run(&loop->wheel, loop->now_ms);
-    flush_dirty(loop);
+    bool more = flush_dirty(loop);
 
-    int wait_ms = tg_wheel_next_ms(&loop->wheel);
+    int wait_ms = more ? 0 : tg_wheel_next_ms(&loop->wheel);
     if (max_wait_ms >= 0 && (wait_ms < 0 || wait_ms > max_wait_ms))
         wait_ms = max_wait_ms;
     if (loop->stopping) {
@@ -384,6 +397,8 @@ static bool iterate(tg_loop_t *loop, int max_wait_ms)
     }
     if (wait_ms != 0 && !tg_mbox_arm_sleep(&loop->mbox))
         wait_ms = 0;
+    uint64_t ran = tg_clock_ms() - loop->woke_ms;
+    loop->work_ms = (uint32_t)(ran < TG_WORK_MS_MAX ? ran : TG_WORK_MS_MAX);
     int n = epoll_wait(loop->epfd, ev, TG_LOOP_EVENTS, wait_ms);
     /* Awake from here on: posts made while IO runs need no eventfd write. */
     tg_mbox_woke(&loop->mbox, false);
@@ -394,6 +409,7 @@ static bool iterate(tg_loop_t *loop, int max_wait_ms)
      * (a new connection's header timeout) counts from now, not from before
      * the sleep. */
     loop->now_ms = tg_clock_ms();
+    loop->woke_ms = loop->now_ms;
     tg_wheel_run(&loop->wheel, loop->now_ms);
     for (int i = 0; i < n; i++) {
         tg_watch_t *w = ev[i].data.ptr;

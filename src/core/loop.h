@@ -27,6 +27,8 @@
 #define TG_READ_SIZE      65536 /* one read() at most */
 #define TG_REASONS        64    /* close reasons counted per loop */
 #define TG_COALESCE_COUNT_MAX 255 /* messages one hold gathers at most */
+#define TG_WORK_MS_MAX        1000 /* work_ms beyond this counts as this */
+#define TG_FLUSH_MAX          256  /* connections written per flush; more wait an iteration */
 
 typedef struct tg_loop tg_loop_t;
 typedef struct tg_conn tg_conn_t;
@@ -70,6 +72,8 @@ struct tg_loop {
     pthread_t       thread;
     bool            started;
     uint64_t        now_ms;    /* loop clock, read once per iteration */
+    uint64_t        woke_ms;   /* when the last epoll_wait returned */
+    uint32_t        work_ms;   /* how long the loop then ran before waiting again */
     tg_wheel_t      wheel;
     tg_mbox_t       mbox;
     tg_watch_t      mbox_watch;

@@ -61,6 +61,9 @@ struct fixture {
     size_t     answer_len;     /* ... many bytes */
     int        refuse_open;    /* on_open returns this */
     tg_conn_t *close_when_drained; /* on_drained of any other connection closes it */
+    tg_conn_t  *relay_to;      /* on_data queues <relay_frame> on this one ... */
+    tg_shared_t *relay_frame;
+    uint32_t    busy_ms;       /* ... then keeps the loop busy this long */
 };
 
 static int proto_open(tg_conn_t *c)
@@ -83,6 +86,10 @@ static void proto_data(tg_conn_t *c, const char *p, size_t n)
         TG_ASSERT(tg_conn_write(c, f->answer, f->answer_len) == 0);
     if (f->close_on_data)
         tg_conn_close(c, TG_CONN_REASON_USER + 1);
+    if (f->relay_to)
+        TG_ASSERT(tg_conn_write_ref(f->relay_to, f->relay_frame, 0, f->relay_frame->len) == 0);
+    for (uint64_t until = tg_clock_ms() + f->busy_ms; tg_clock_ms() < until;)
+        ; /* the work of a broadcast to thousands */
 }
 
 static void proto_drained(tg_conn_t *c)
@@ -663,6 +670,45 @@ static void run_until_readable(struct fixture *f, int peer)
         tg_loop_run_once(&f->loop, WAIT_MS);
 }
 
+struct counting_mail {
+    tg_mail_t mail;
+    const int *peers;
+    int        n;
+    int        readable; /* peers with bytes when the mail was handled */
+};
+
+static void count_readable(tg_mail_t *m, void *arg)
+{
+    (void)arg;
+    struct counting_mail *cm = tg_container_of(m, struct counting_mail, mail);
+    for (int i = 0; i < cm->n; i++)
+        cm->readable += peer_readable(cm->peers[i], 0);
+}
+
+/* A broadcast to more connections than one flush takes goes out in parts,
+ * and mail (a publish to answer, say) is handled between them instead of
+ * after all of it. */
+static void mail_waits_for_one_part_of_a_large_broadcast_not_all(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 300 };
+    int peers[N];
+    tg_shared_t *frame = frame_of("msg");
+    for (int i = 0; i < N; i++) {
+        tg_conn_t *c = adopt_pair(f, &f->loop, &peers[i]);
+        assert_non_null(c);
+        assert_int_equal(tg_conn_write_ref(c, frame, 0, 3), 0);
+    }
+    struct counting_mail cm = { .mail.cb = count_readable, .peers = peers, .n = N };
+    tg_loop_post(&f->loop, &cm.mail);
+    tg_loop_run_once(&f->loop, 0);
+    assert_int_equal(cm.readable, TG_FLUSH_MAX);
+    char buf[8];
+    for (int i = 0; i < N; i++) /* the rest followed in the same iteration */
+        assert_int_equal(peer_read(peers[i], buf, sizeof(buf)), 3);
+    tg_shared_unref(frame);
+}
+
 /* push.coalesce: a message to a connection not written lately goes at once;
  * those that follow it within the window wait and leave in one write; a
  * reply sends what is held at once. */
@@ -768,6 +814,34 @@ static void busy_loop_coalesces_and_a_quiet_one_stops(void **state)
     tg_loop_run_once(&f->loop, 0);
     assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2); /* the held one went */
     assert_int_equal(broadcast_once(f, a, p1, frame), 2); /* at once again */
+    tg_shared_unref(frame);
+}
+
+/* A loop that runs for longer than its window before it waits again (a
+ * broadcast to thousands) still holds the connections it wrote in that run:
+ * were the next message written alone, such a loop would never catch up. */
+static void loop_busier_than_its_window_still_holds(void **state)
+{
+    struct fixture *f = *state;
+    f->loop.coalesce_ms = 100;
+    int p1, p2;
+    tg_conn_t *a, *b;
+    adopt_two(f, &a, &p1, &b, &p2);
+    tg_shared_t *frame = frame_of("m;");
+    char buf[16];
+    f->relay_to = a; /* each byte to <b> broadcasts one message to <a> */
+    f->relay_frame = frame;
+    f->busy_ms = 300;
+    peer_write_all(p2, "x", 1);
+    tg_loop_run_once(&f->loop, WAIT_MS);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2); /* a lone message: now */
+    f->busy_ms = 0;
+    peer_write_all(p2, "y", 1); /* 300 ms after that write, as the loop sees it */
+    tg_loop_run_once(&f->loop, WAIT_MS);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 0); /* held */
+    run_until_readable(f, p1);
+    assert_int_equal(peer_read(p1, buf, sizeof(buf)), 2);
+    f->relay_to = NULL;
     tg_shared_unref(frame);
 }
 
@@ -1250,6 +1324,10 @@ static void loop_fini_closes_what_is_still_open(void **state)
                                         teardown),                                             \
         cmocka_unit_test_setup_teardown(busy_loop_coalesces_and_a_quiet_one_stops, setup_fn,   \
                                         teardown),                                             \
+        cmocka_unit_test_setup_teardown(loop_busier_than_its_window_still_holds, setup_fn,     \
+                                        teardown),                                             \
+        cmocka_unit_test_setup_teardown(mail_waits_for_one_part_of_a_large_broadcast_not_all,  \
+                                        setup_fn, teardown),                                   \
         cmocka_unit_test_setup_teardown(refused_open_closes_the_connection, setup_fn,          \
                                         teardown),                                             \
         cmocka_unit_test_setup_teardown(adopting_an_unpollable_fd_fails_cleanly, setup_fn,     \
